@@ -1,0 +1,177 @@
+"""Accounts and sites: creation and authentication. The CLI and the views both call these."""
+
+from __future__ import annotations
+
+import re
+
+from flask import current_app
+from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .. import audit
+from ..database import begin_write, now_utc
+from ..extensions import db
+from ..models import Role, Site, User
+from ..timeutil import zone
+
+MIN_PASSWORD_LENGTH = 12
+SITE_CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,15}$")
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+
+
+class AccountError(ValueError):
+    """A request to create or change an account or site that breaks a rule."""
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.")
+
+
+def create_site(code: str, name: str, timezone: str, *, actor: User | None = None) -> Site:
+    """Create a site (clinic), the boundary of who sees which patients.
+
+    :raise AccountError: bad code, unknown timezone or a code already in use.
+    """
+    begin_write(db.session)
+    code = code.strip().upper()
+    if not SITE_CODE_PATTERN.match(code):
+        raise AccountError("A site code is 1-16 letters, digits, '-' or '_' (for example NORTH).")
+    if not name.strip():
+        raise AccountError("A site needs a name.")
+    try:
+        zone(timezone)
+    except (KeyError, ValueError) as exc:
+        raise AccountError(
+            f"{timezone!r} is not an IANA timezone name (e.g. Europe/London)."
+        ) from exc
+    if db.session.scalar(select(Site.id).where(Site.code == code)) is not None:
+        raise AccountError(f"A site with code {code} already exists.")
+    site = Site(code=code, name=name.strip(), timezone=timezone)
+    db.session.add(site)
+    db.session.flush()
+    audit.record(
+        "site_create",
+        user=actor,
+        entity="site",
+        entity_id=site.id,
+        site_id=site.id,
+        details={"code": code, "name": site.name, "timezone": timezone},
+    )
+    db.session.commit()
+    return site
+
+
+def create_user(
+    username: str,
+    password: str,
+    role: str,
+    site_codes: list[str],
+    *,
+    display_name: str | None = None,
+    actor: User | None = None,
+    must_change_password: bool = False,
+) -> User:
+    """Create an account with a hashed password, a role and its sites.
+
+    :raise AccountError: bad username, taken username, unknown role or site, weak password,
+        or a clinical role without a site.
+    """
+    begin_write(db.session)
+    username = username.strip().lower()
+    if not USERNAME_PATTERN.match(username):
+        raise AccountError(
+            "A username is 2-64 lower-case letters, digits, '.', '-' or '_' (for example j.smith)."
+        )
+    if role not in set(Role):
+        raise AccountError(f"Unknown role {role!r}; choose one of {', '.join(Role)}.")
+    check_password_rules(password)
+    if db.session.scalar(select(User.id).where(func.lower(User.username) == username)) is not None:
+        raise AccountError(f"The username {username} is taken.")
+    codes = sorted({code.strip().upper() for code in site_codes})
+    sites = db.session.scalars(select(Site).where(Site.code.in_(codes))).all()
+    missing = sorted(set(codes) - {site.code for site in sites})
+    if missing:
+        raise AccountError(f"No site with code {', '.join(missing)}; create it first.")
+    if role != Role.ADMIN and not sites:
+        raise AccountError("Clinicians and supervisors need at least one site.")
+    user = User(
+        username=username,
+        display_name=(display_name or username).strip(),
+        password_hash=hash_password(password),
+        role=role,
+        sites=list(sites),
+        must_change_password=must_change_password,
+    )
+    db.session.add(user)
+    db.session.flush()
+    audit.record(
+        "user_create",
+        user=actor,
+        entity="user",
+        entity_id=user.id,
+        details={"username": username, "role": role, "sites": codes},
+    )
+    db.session.commit()
+    return user
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """Return the active user whose password matches, else None.
+
+    Unknown users cost one hash check too, so timing does not reveal which usernames exist.
+    """
+    user = db.session.scalar(
+        select(User).where(func.lower(User.username) == username.strip().lower())
+    )
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    if not check_password_hash(user.password_hash, password) or not user.active:
+        return None
+    return user
+
+
+def _dummy_hash() -> str:
+    cache = current_app.extensions.setdefault("clinic_log_dummy_hash", {})
+    method = current_app.config["PASSWORD_HASH_METHOD"]
+    if method not in cache:
+        cache[method] = generate_password_hash("not a real password", method=method)
+    return cache[method]
+
+
+def record_login(user: User) -> None:
+    begin_write(db.session)
+    user.last_login_at = now_utc()
+    user.failed_login_count = 0
+    audit.record("login_success", user=user, entity="user", entity_id=user.id)
+    db.session.commit()
+
+
+def record_failed_login(username: str) -> None:
+    begin_write(db.session)
+    user = db.session.scalar(
+        select(User).where(func.lower(User.username) == username.strip().lower())
+    )
+    if user is not None:
+        user.failed_login_count += 1
+    audit.record(
+        "login_failure",
+        user=None,
+        username=username.strip()[:64],
+        entity="user",
+        entity_id=user.id if user else None,
+    )
+    db.session.commit()
+
+
+def record_logout(user: User) -> None:
+    begin_write(db.session)
+    # A new session version makes every copy of the old session cookie worthless.
+    user.session_version += 1
+    audit.record("logout", user=user, entity="user", entity_id=user.id)
+    db.session.commit()

@@ -1,0 +1,103 @@
+"""``flask`` commands for operators. They call the same services as the web pages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from . import audit
+from .auth.services import AccountError, create_site, create_user
+from .extensions import db
+from .models import Role, User
+
+sites_cli = AppGroup("sites", help="Manage sites (clinics).")
+users_cli = AppGroup("users", help="Manage user accounts.")
+audit_cli = AppGroup("audit", help="Check the audit trail.")
+
+
+@sites_cli.command("create")
+@click.argument("code")
+@click.option("--name", required=True, help="The clinic's name as users see it.")
+@click.option("--timezone", "timezone", required=True, help="IANA name, e.g. Europe/London.")
+def sites_create(code: str, name: str, timezone: str) -> None:
+    """Create a site."""
+    try:
+        site = create_site(code, name, timezone)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Created site {site.code} ({site.name}, {site.timezone}).")
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--site", "site_codes", multiple=True, help="Site code; repeat for several sites.")
+@click.option("--display-name", default=None, help="The name shown on records and signatures.")
+def users_create(
+    username: str, role: str, site_codes: tuple[str, ...], display_name: str | None
+) -> None:
+    """Create a user account; the password is asked twice, or read as two lines from stdin."""
+    password = _read_new_password()
+    try:
+        user = create_user(username, password, role, list(site_codes), display_name=display_name)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sites = ", ".join(site.code for site in user.sites) or "no sites"
+    click.echo(f"Created {user.role} {user.username} ({sites}).")
+
+
+def _read_new_password() -> str:
+    """Prompt on a terminal; otherwise read the password and its repetition from stdin.
+
+    getpass would read from the controlling terminal even when a password is piped in, so a
+    piped password is read from stdin directly.
+    """
+    if sys.stdin is not None and sys.stdin.isatty():
+        return click.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password")
+    lines = click.get_text_stream("stdin").read().splitlines()
+    if len(lines) < 2:
+        raise click.ClickException("Pipe the password twice, one per line, on standard input.")
+    if lines[0] != lines[1]:
+        raise click.ClickException("The two passwords do not match.")
+    return lines[0]
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the audit chain; exit non-zero at the first altered, removed or inserted event."""
+    checked, problem = audit.verify_chain()
+    if problem is not None:
+        click.echo(
+            f"Audit chain BROKEN at event {problem.event_id}: {problem.message}. "
+            f"{checked} events before it are intact.",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"Audit chain intact: {checked} events verified.")
+
+
+@click.command("demo")
+@click.option("--if-empty", is_flag=True, help="Do nothing when any account already exists.")
+def demo_command(if_empty: bool) -> None:
+    """Load a demo site, one user per role and synthetic patients; print the logins."""
+    from .demo import load_demo
+
+    if if_empty and db.session.scalar(select(User.id).limit(1)) is not None:
+        click.echo("Database already has accounts; demo data not loaded.")
+        return
+    try:
+        logins = load_demo()
+    except AccountError as exc:
+        raise click.ClickException(f"Demo data not loaded: {exc}") from exc
+    click.echo("Demo data loaded (synthetic patients only). Demo logins:")
+    for username, role, password in logins:
+        click.echo(f"  {role:<11} {username:<16} {password}")
+
+
+def register_commands(app: Flask) -> None:
+    for command in (sites_cli, users_cli, audit_cli, demo_command):
+        app.cli.add_command(command)

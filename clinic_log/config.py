@@ -1,0 +1,112 @@
+"""Settings: safe defaults, overridden by ``CLINIC_LOG_*`` environment variables, then validated.
+
+Nothing here is read at import time; ``load_config`` runs inside ``create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Flask
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the app must not start."""
+
+
+def load_config(app: Flask, overrides: dict | None) -> None:
+    """Fill ``app.config`` from defaults, the environment and the test overrides, then validate."""
+    app.config.from_mapping(
+        DATABASE_URL=None,
+        SECRET_KEY=None,
+        TIMEZONE="UTC",
+        SCALES_DIR=None,
+        # scrypt with N=2^17 is OWASP's choice; tests lower it to stay fast.
+        PASSWORD_HASH_METHOD="scrypt:131072:8:1",  # noqa: S106 - a hash method, not a secret
+        SQLITE_BUSY_TIMEOUT_MS=5000,
+        MAX_CONTENT_LENGTH=256 * 1024,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_DURATION=timedelta(0),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        SQLALCHEMY_ENGINE_OPTIONS={},
+        DEMO=False,
+    )
+    app.config.from_prefixed_env(prefix="CLINIC_LOG")
+    if overrides:
+        app.config.update(overrides)
+
+    app.config["SQLALCHEMY_DATABASE_URI"] = app.config.get("SQLALCHEMY_DATABASE_URI") or (
+        app.config["DATABASE_URL"] or _default_sqlite_url(app)
+    )
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = _instance_secret_key(app)
+    validate_config(app.config)
+
+
+def validate_config(config) -> None:
+    """Stop start-up on a setting that would otherwise fail in the middle of a request."""
+    tz = config.get("TIMEZONE")
+    try:
+        ZoneInfo(str(tz))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"CLINIC_LOG_TIMEZONE={tz!r} is not an IANA timezone name (for example 'Europe/London')"
+        ) from exc
+
+    raw_url = config["SQLALCHEMY_DATABASE_URI"]
+    try:
+        url = make_url(str(raw_url))
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"CLINIC_LOG_DATABASE_URL={raw_url!r} is not a database URL "
+            "(expected sqlite:///path or postgresql+psycopg://user@host/dbname)"
+        ) from exc
+    if url.get_backend_name() not in SUPPORTED_DATABASES:
+        raise ConfigError(
+            f"CLINIC_LOG_DATABASE_URL uses {url.get_backend_name()!r}; "
+            f"clinic_log supports {', '.join(SUPPORTED_DATABASES)}"
+        )
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() not in (
+        "psycopg",
+        "psycopg2",
+    ):
+        raise ConfigError("CLINIC_LOG_DATABASE_URL for PostgreSQL must use postgresql+psycopg://")
+
+    if len(str(config["SECRET_KEY"])) < 32:
+        raise ConfigError("CLINIC_LOG_SECRET_KEY must be at least 32 characters of random data")
+
+    scales_dir = config.get("SCALES_DIR")
+    if scales_dir and not Path(scales_dir).is_dir():
+        raise ConfigError(f"CLINIC_LOG_SCALES_DIR={scales_dir!r} is not a directory")
+
+
+def _default_sqlite_url(app: Flask) -> str:
+    os.makedirs(app.instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(app.instance_path, "clinic_log.sqlite3")
+
+
+def _instance_secret_key(app: Flask) -> str:
+    """Read the key generated on first start, or generate it now (owner-readable only)."""
+    os.makedirs(app.instance_path, exist_ok=True)
+    path = Path(app.instance_path) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_hex(32)
+    # O_EXCL: two workers starting together must not write two different keys.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key

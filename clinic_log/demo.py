@@ -1,0 +1,125 @@
+"""Synthetic demo data: a demo site, one user per role and patients with two weeks of entries.
+
+Everything is made up and goes through the same services as real entries, so the demo also
+exercises scoring and the audit trail. No real patient data is ever used.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from flask import current_app
+
+from .assessments.services import record_assessment
+from .auth.services import create_site, create_user
+from .database import now_utc
+from .extensions import db
+from .models import Role, User
+from .patients.services import create_patient
+from .scale_registry import scales
+from .scales import Scale
+
+DEMO_SITE = "DEMO"
+DEMO_DAYS = 14
+# (identifier, label, substance, peak severity 0..1, days to settle): kratom withdrawal in
+# particular varies a great deal from person to person, so the courses differ on purpose.
+DEMO_PATIENTS = [
+    ("DEMO-001", "Synthetic A", "opioid", 0.75, 6),
+    ("DEMO-002", "Synthetic B", "kratom", 0.45, 4),
+    ("DEMO-003", "Synthetic C", "opioid_and_kratom", 0.9, 9),
+    ("DEMO-004", "Synthetic D", "kratom", 0.25, 3),
+]
+# Hours between entries on each scale.
+DEMO_CADENCE = {"cows": 6, "symptom_nrs": 12, "sows": 24, "gad7": 168}
+
+
+def _password() -> str:
+    return "demo-" + secrets.token_urlsafe(12)
+
+
+def load_demo(seed: int = 20261125) -> list[tuple[str, str, str]]:
+    """Create the demo site, users and patients; return (username, role, password) triples."""
+    site = create_site(DEMO_SITE, "Demo Clinic (synthetic data)", current_app.config["TIMEZONE"])
+    logins = []
+    users: dict[str, User] = {}
+    for role in (Role.CLINICIAN, Role.SUPERVISOR, Role.ADMIN):
+        username, password = f"demo-{role.value}", _password()
+        users[role] = create_user(
+            username,
+            password,
+            role.value,
+            [] if role == Role.ADMIN else [site.code],
+            display_name=f"Demo {role.value.title()}",
+        )
+        logins.append((username, role.value, password))
+
+    rng = random.Random(seed)  # noqa: S311 - synthetic demo values, not secrets
+    now = now_utc().replace(second=0, microsecond=0)
+    start = now - timedelta(days=DEMO_DAYS)
+    recorders = [users[Role.CLINICIAN], users[Role.SUPERVISOR]]
+    for identifier, label, substance, peak, settle_days in DEMO_PATIENTS:
+        patient = create_patient(
+            users[Role.CLINICIAN],
+            site,
+            identifier,
+            label,
+            start,
+            substance,
+            "Synthetic demo patient.",
+        )
+        for scale_key, every_hours in DEMO_CADENCE.items():
+            scale = scales()[scale_key]
+            at = start + timedelta(hours=1 + rng.random() * 2)
+            while at < now:
+                days_in = (at - start).total_seconds() / 86400
+                severity = _course(peak, settle_days, days_in, rng)
+                scores = _scores(scale, severity, rng)
+                reasons = {}
+                # Now and then a patient is asleep at a night-time check.
+                if scale_key == "cows" and at.hour in (2, 3) and rng.random() < 0.3:
+                    key = "gi_upset"
+                    scores[key], reasons[key] = None, "asleep"
+                record_assessment(
+                    rng.choice(recorders),
+                    patient,
+                    scale,
+                    scores,
+                    observed_at=at,
+                    not_assessed_reasons=reasons,
+                )
+                at += timedelta(hours=every_hours, minutes=rng.randint(-40, 40))
+    _write_logins(logins)
+    db.session.commit()
+    return logins
+
+
+def _course(peak: float, settle_days: float, days_in: float, rng: random.Random) -> float:
+    """Symptoms rise over the first day or two, peak, then settle; with day-to-day noise."""
+    if days_in < 1.5:
+        level = peak * (0.4 + 0.6 * days_in / 1.5)
+    else:
+        level = peak * max(0.08, 1 - (days_in - 1.5) / settle_days)
+    return min(1.0, max(0.0, level + rng.gauss(0, 0.06)))
+
+
+def _scores(scale: Scale, severity: float, rng: random.Random) -> dict[str, int | None]:
+    scores: dict[str, int | None] = {}
+    for item in scale.items:
+        allowed = item.allowed_scores
+        position = severity * (len(allowed) - 1) + rng.gauss(0, 0.6)
+        scores[item.key] = allowed[min(len(allowed) - 1, max(0, round(position)))]
+    return scores
+
+
+def _write_logins(logins: list[tuple[str, str, str]]) -> None:
+    """Keep the generated demo logins readable by the operator only, for `make run` to show."""
+    path = Path(current_app.instance_path) / "demo_logins.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("Demo logins (synthetic data only):\n")
+        for username, role, password in logins:
+            fh.write(f"  {role:<11} {username:<16} {password}\n")

@@ -1,0 +1,255 @@
+"""The tables. Records are never overwritten or deleted: users are deactivated, assessments are
+amended (a new row replaces the old) or voided, and audit events are append-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .database import UTCDateTime, now_utc
+from .extensions import db
+
+
+class Role(StrEnum):
+    CLINICIAN = "clinician"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+class SubstanceContext(StrEnum):
+    OPIOID = "opioid"
+    KRATOM = "kratom"
+    OPIOID_AND_KRATOM = "opioid_and_kratom"
+    OTHER = "other"
+
+
+SUBSTANCE_LABELS = {
+    SubstanceContext.OPIOID: "Opioid",
+    SubstanceContext.KRATOM: "Kratom",
+    SubstanceContext.OPIOID_AND_KRATOM: "Opioid and kratom",
+    SubstanceContext.OTHER: "Other",
+}
+
+
+class AssessmentStatus(StrEnum):
+    ACTIVE = "active"
+    AMENDED = "amended"
+    VOIDED = "voided"
+
+
+def _in_check(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+user_site = Table(
+    "user_site",
+    db.metadata,
+    Column("user_id", ForeignKey("user.id", ondelete="RESTRICT"), primary_key=True),
+    Column("site_id", ForeignKey("site.id", ondelete="RESTRICT"), primary_key=True),
+)
+
+
+class Site(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    def __repr__(self) -> str:
+        return f"<Site {self.id} {self.code}>"
+
+
+class User(UserMixin, db.Model):
+    __table_args__ = (CheckConstraint(_in_check("role", Role), name="role_known"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Part of the login token: bumping it ends every session of this user on every worker.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_login_count: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    sites: Mapped[list[Site]] = relationship(secondary=user_site, order_by=Site.code)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username}>"
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
+    @property
+    def site_ids(self) -> set[int]:
+        return {site.id for site in self.sites}
+
+    @property
+    def is_clinical(self) -> bool:
+        return self.role in (Role.CLINICIAN, Role.SUPERVISOR)
+
+
+class Patient(db.Model):
+    __table_args__ = (UniqueConstraint("site_id", "identifier", name="uq_patient_site_identifier"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
+    identifier: Mapped[str] = mapped_column(String(64))
+    display_label: Mapped[str | None] = mapped_column(String(120))
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    site: Mapped[Site] = relationship()
+    created_by: Mapped[User] = relationship()
+    episodes: Mapped[list[Episode]] = relationship(
+        back_populates="patient", order_by="Episode.started_at.desc()"
+    )
+
+    def __repr__(self) -> str:
+        return f"<Patient {self.id}>"
+
+    @property
+    def open_episode(self) -> Episode | None:
+        return next((e for e in self.episodes if e.ended_at is None), None)
+
+
+class Episode(db.Model):
+    __table_args__ = (
+        CheckConstraint(_in_check("substance_context", SubstanceContext), name="substance_known"),
+        CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ends_after_start"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    substance_context: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    ended_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+
+    patient: Mapped[Patient] = relationship(back_populates="episodes")
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
+    ended_by: Mapped[User | None] = relationship(foreign_keys=[ended_by_id])
+
+    def __repr__(self) -> str:
+        return f"<Episode {self.id}>"
+
+    @property
+    def substance_label(self) -> str:
+        return SUBSTANCE_LABELS.get(self.substance_context, self.substance_context)
+
+
+class Assessment(db.Model):
+    __table_args__ = (
+        CheckConstraint(_in_check("status", AssessmentStatus), name="status_known"),
+        Index("ix_assessment_patient_observed", "patient_id", "observed_at"),
+        Index("ix_assessment_scale_observed", "scale_key", "observed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # patient_id repeats episode.patient_id so timelines and exports need no join.
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    episode_id: Mapped[int] = mapped_column(ForeignKey("episode.id"), index=True)
+    scale_key: Mapped[str] = mapped_column(String(40))
+    scale_version: Mapped[str] = mapped_column(String(20))
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    # Computed by the scale at save time and stored with its version, so old entries keep the
+    # rules they were scored under.
+    total: Mapped[int] = mapped_column(Integer)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    band: Mapped[str | None] = mapped_column(String(60))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default=AssessmentStatus.ACTIVE)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    replaces_id: Mapped[int | None] = mapped_column(ForeignKey("assessment.id"))
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # One per rendered entry form: a second submit of the same form finds the first row.
+    submission_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+    patient: Mapped[Patient] = relationship()
+    episode: Mapped[Episode] = relationship()
+    recorded_by: Mapped[User] = relationship(foreign_keys=[recorded_by_id])
+    reviewed_by: Mapped[User | None] = relationship(foreign_keys=[reviewed_by_id])
+    item_scores: Mapped[list[ItemScore]] = relationship(
+        back_populates="assessment", order_by="ItemScore.position"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+    def __repr__(self) -> str:
+        return f"<Assessment {self.id} {self.scale_key}>"
+
+
+class ItemScore(db.Model):
+    __table_args__ = (
+        UniqueConstraint("assessment_id", "item_key", name="uq_item_score_assessment_item"),
+        # Exactly one of: a score, or the reason the item was not assessed.
+        CheckConstraint("(score IS NULL) <> (not_assessed_reason IS NULL)", name="score_or_reason"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessment.id"))
+    item_key: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int] = mapped_column(Integer)
+    score: Mapped[int | None] = mapped_column(Integer)
+    not_assessed_reason: Mapped[str | None] = mapped_column(String(32))
+    # The measured value an item's points were derived from (COWS resting pulse in bpm).
+    measured_value: Mapped[int | None] = mapped_column(Integer)
+
+    assessment: Mapped[Assessment] = relationship(back_populates="item_scores")
+
+    def __repr__(self) -> str:
+        return f"<ItemScore {self.assessment_id} {self.item_key}>"
+
+
+class AuditEvent(db.Model):
+    """Append-only. ``hash`` covers this row and the previous row's hash, so editing, removing
+    or inserting a row breaks the chain from that point on."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)
+    username: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    entity: Mapped[str | None] = mapped_column(String(40))
+    entity_id: Mapped[int | None] = mapped_column(Integer)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("site.id"), index=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patient.id"), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    ip: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    def __repr__(self) -> str:
+        return f"<AuditEvent {self.id} {self.action}>"

@@ -1,0 +1,234 @@
+"""Patients and episodes: who may be created, opened and ended, and when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from .. import audit
+from ..database import begin_write, now_utc
+from ..extensions import db
+from ..models import Assessment, Episode, Patient, Site, SubstanceContext, User
+from ..timeutil import implausible_time
+
+
+class PatientRuleError(ValueError):
+    """A change refused by a rule; ``field`` names the form field the message belongs to."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    patient: Patient
+    open_episode_started_at: datetime | None
+    last_observed_at: datetime | None
+    assessment_count: int
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_patients(user: User, query: str = "", limit: int = 200) -> list[PatientRow]:
+    """Patients of the user's sites whose identifier contains ``query``, in one query.
+
+    The search matches identifiers literally: ``%`` and ``_`` are characters, not wildcards.
+    """
+    open_started = (
+        select(func.max(Episode.started_at))
+        .where(Episode.patient_id == Patient.id, Episode.ended_at.is_(None))
+        .scalar_subquery()
+    )
+    last_observed = (
+        select(func.max(Assessment.observed_at))
+        .where(Assessment.patient_id == Patient.id, Assessment.status == "active")
+        .scalar_subquery()
+    )
+    count = (
+        select(func.count(Assessment.id))
+        .where(Assessment.patient_id == Patient.id, Assessment.status == "active")
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Patient, open_started, last_observed, count)
+        .join(Patient.site)
+        .where(Patient.site_id.in_(user.site_ids))
+        .order_by(Site.code, Patient.identifier)
+        .limit(limit)
+    )
+    if query:
+        pattern = f"%{_like_escape(query.lower())}%"
+        stmt = stmt.where(func.lower(Patient.identifier).like(pattern, escape="\\"))
+    return [PatientRow(*row) for row in db.session.execute(stmt).all()]
+
+
+def create_patient(
+    user: User,
+    site: Site,
+    identifier: str,
+    display_label: str | None,
+    started_at: datetime,
+    substance_context: str,
+    episode_note: str,
+) -> Patient:
+    """Create a patient and open its first episode, in one transaction.
+
+    :raise PatientRuleError: the identifier is taken at this site, or the start time is
+        implausible.
+    """
+    begin_write(db.session)
+    if site.id not in user.site_ids:
+        raise PatientRuleError("site", "You can only add patients to your own sites.")
+    if _identifier_taken(site, identifier):
+        raise _duplicate_identifier(site, identifier)
+    _check_start(started_at)
+    patient = Patient(
+        site=site, identifier=identifier, display_label=display_label or None, created_by=user
+    )
+    db.session.add(patient)
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        # Someone else saved the same identifier between our check and this insert.
+        db.session.rollback()
+        raise _duplicate_identifier(site, identifier) from exc
+    audit.record(
+        "patient_create",
+        user=user,
+        entity="patient",
+        entity_id=patient.id,
+        site_id=site.id,
+        patient_id=patient.id,
+        details={"identifier": identifier, "display_label": patient.display_label},
+    )
+    _add_episode(user, patient, started_at, substance_context, episode_note)
+    db.session.commit()
+    return patient
+
+
+def _identifier_taken(site: Site, identifier: str) -> bool:
+    return (
+        db.session.scalar(
+            select(Patient.id).where(Patient.site_id == site.id, Patient.identifier == identifier)
+        )
+        is not None
+    )
+
+
+def _duplicate_identifier(site: Site, identifier: str) -> PatientRuleError:
+    return PatientRuleError(
+        "identifier", f"{site.code} already has a patient with identifier {identifier}."
+    )
+
+
+def _check_start(started_at: datetime) -> None:
+    problem = implausible_time(started_at, now_utc())
+    if problem:
+        raise PatientRuleError("started_at", problem)
+
+
+def _add_episode(
+    user: User, patient: Patient, started_at: datetime, substance_context: str, note: str
+) -> Episode:
+    if substance_context not in set(SubstanceContext):
+        raise PatientRuleError("substance_context", "Choose the substance context.")
+    episode = Episode(
+        patient=patient,
+        started_at=started_at,
+        substance_context=substance_context,
+        note=note or "",
+        created_by=user,
+    )
+    db.session.add(episode)
+    db.session.flush()
+    audit.record(
+        "episode_open",
+        user=user,
+        entity="episode",
+        entity_id=episode.id,
+        site_id=patient.site_id,
+        patient_id=patient.id,
+        details={"started_at": started_at.isoformat(), "substance_context": substance_context},
+    )
+    return episode
+
+
+def open_episode(
+    user: User, patient: Patient, started_at: datetime, substance_context: str, note: str
+) -> Episode:
+    """Open a new episode for a patient who has none open.
+
+    :raise PatientRuleError: an episode is still open, the start is implausible, or it is
+        before the end of the previous episode.
+    """
+    begin_write(db.session)
+    if patient.open_episode is not None:
+        raise PatientRuleError("started_at", "End the open episode before opening a new one.")
+    _check_start(started_at)
+    latest_end = db.session.scalar(
+        select(func.max(Episode.ended_at)).where(Episode.patient_id == patient.id)
+    )
+    if latest_end is not None and started_at < latest_end:
+        raise PatientRuleError(
+            "started_at", "A new episode cannot start before the previous one ended."
+        )
+    episode = _add_episode(user, patient, started_at, substance_context, note)
+    db.session.commit()
+    return episode
+
+
+def end_episode(user: User, episode: Episode, ended_at: datetime) -> Episode:
+    """End an open episode.
+
+    :raise PatientRuleError: it is already ended, or the end is before its start, before its
+        last assessment, or in the future.
+    """
+    begin_write(db.session)
+    if episode.ended_at is not None:
+        raise PatientRuleError("ended_at", "This episode has already ended.")
+    problem = implausible_time(ended_at, now_utc())
+    if problem:
+        raise PatientRuleError("ended_at", problem)
+    if ended_at < episode.started_at:
+        raise PatientRuleError("ended_at", "An episode cannot end before it started.")
+    last_observed = db.session.scalar(
+        select(func.max(Assessment.observed_at)).where(
+            Assessment.episode_id == episode.id, Assessment.status == "active"
+        )
+    )
+    if last_observed is not None and ended_at < last_observed:
+        raise PatientRuleError(
+            "ended_at", "An episode cannot end before its last recorded assessment."
+        )
+    episode.ended_at = ended_at
+    episode.ended_by = user
+    audit.record(
+        "episode_end",
+        user=user,
+        entity="episode",
+        entity_id=episode.id,
+        site_id=episode.patient.site_id,
+        patient_id=episode.patient_id,
+        details={"ended_at": ended_at.isoformat()},
+    )
+    db.session.commit()
+    return episode
+
+
+def timeline(patient: Patient, page: int, per_page: int = 50):
+    """The patient's assessments, newest observation first, a page at a time."""
+    stmt = (
+        select(Assessment)
+        .where(Assessment.patient_id == patient.id)
+        .options(selectinload(Assessment.recorded_by))
+        .order_by(Assessment.observed_at.desc(), Assessment.id.desc())
+    )
+    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)

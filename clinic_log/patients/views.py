@@ -1,0 +1,132 @@
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from wtforms.fields.choices import SelectChoice
+
+from ..auth.guards import clinical_required, load_episode, load_patient
+from ..database import now_utc
+from ..extensions import db
+from ..forms import local_field_to_utc, redisplay_on_csrf_error
+from ..models import Site
+from ..scale_registry import scales
+from ..timeutil import to_local
+from . import bp, services
+from .forms import EndEpisodeForm, EpisodeForm, PatientForm, SearchForm
+
+
+def _now_local_naive(tz_name: str):
+    return to_local(now_utc(), tz_name).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def _apply_rule_error(form, error: services.PatientRuleError) -> None:
+    form[error.field].errors.append(error.message)
+
+
+@bp.route("/")
+@clinical_required
+def index():
+    """List the patients of my sites, optionally searched by identifier."""
+    form = SearchForm(request.args)
+    query = form.q.data if form.validate() and form.q.data else ""
+    rows = services.list_patients(current_user, query)
+    return render_template("patients/index.html", form=form, rows=rows, query=query)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@redisplay_on_csrf_error
+@clinical_required
+def new():
+    """Add a patient and open their first episode."""
+    form = PatientForm()
+    form.site_id.choices = [
+        SelectChoice(site.id, f"{site.code} — {site.name}") for site in current_user.sites
+    ]
+    if request.method == "GET":
+        form.started_at.data = _now_local_naive(current_user.sites[0].timezone)
+    if form.validate_on_submit():
+        site = db.session.get(Site, form.site_id.data)
+        started_at = local_field_to_utc(form, "started_at", site.timezone)
+        if started_at is not None:
+            try:
+                patient = services.create_patient(
+                    current_user,
+                    site,
+                    form.identifier.data,
+                    form.display_label.data,
+                    started_at,
+                    form.substance_context.data,
+                    form.episode_note.data,
+                )
+            except services.PatientRuleError as error:
+                _apply_rule_error(form, error)
+            else:
+                flash("Patient added and first episode opened.", "success")
+                return redirect(url_for("patients.show", patient_id=patient.id))
+    status = 422 if request.method == "POST" else 200
+    return render_template("patients/new.html", form=form), status
+
+
+@bp.route("/<int:patient_id>")
+@clinical_required
+def show(patient_id: int):
+    """The patient's episodes and timeline of assessments, newest first."""
+    patient = load_patient(patient_id)
+    page = services.timeline(patient, request.args.get("page", 1, type=int))
+    return render_template(
+        "patients/show.html",
+        patient=patient,
+        page=page,
+        scales=scales(),
+        end_form=EndEpisodeForm(ended_at=_now_local_naive(patient.site.timezone)),
+    )
+
+
+@bp.route("/<int:patient_id>/episodes/new", methods=["GET", "POST"])
+@redisplay_on_csrf_error
+@clinical_required
+def new_episode(patient_id: int):
+    """Open a new episode for a patient whose previous episode has ended."""
+    patient = load_patient(patient_id)
+    form = EpisodeForm()
+    if request.method == "GET":
+        form.started_at.data = _now_local_naive(patient.site.timezone)
+    if form.validate_on_submit():
+        started_at = local_field_to_utc(form, "started_at", patient.site.timezone)
+        if started_at is not None:
+            try:
+                services.open_episode(
+                    current_user,
+                    patient,
+                    started_at,
+                    form.substance_context.data,
+                    form.episode_note.data,
+                )
+            except services.PatientRuleError as error:
+                _apply_rule_error(form, error)
+            else:
+                flash("New episode opened.", "success")
+                return redirect(url_for("patients.show", patient_id=patient.id))
+    status = 422 if request.method == "POST" else 200
+    return render_template("patients/new_episode.html", form=form, patient=patient), status
+
+
+@bp.route("/<int:patient_id>/episodes/<int:episode_id>/end", methods=["POST"])
+@clinical_required
+def end_episode(patient_id: int, episode_id: int):
+    """End an open episode."""
+    patient = load_patient(patient_id)
+    episode = load_episode(patient, episode_id)
+    form = EndEpisodeForm()
+    if form.validate_on_submit():
+        ended_at = local_field_to_utc(form, "ended_at", patient.site.timezone)
+        if ended_at is not None:
+            try:
+                services.end_episode(current_user, episode, ended_at)
+            except services.PatientRuleError as error:
+                _apply_rule_error(form, error)
+            else:
+                flash("Episode ended.", "success")
+                return redirect(url_for("patients.show", patient_id=patient.id))
+    page = services.timeline(patient, 1)
+    return render_template(
+        "patients/show.html", patient=patient, page=page, scales=scales(), end_form=form
+    ), 422

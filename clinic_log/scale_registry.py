@@ -1,0 +1,29 @@
+"""The instruments this installation offers, loaded and validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from .scales import Scale, load_scales
+
+_EXTENSION_KEY = "clinic_log.scales"
+
+
+def init_scales(app: Flask) -> None:
+    """Load the built-in scale files plus any in CLINIC_LOG_SCALES_DIR.
+
+    A broken file raises ScaleDefinitionError naming the file and field, so the app never
+    starts with an instrument it cannot score correctly.
+    """
+    extra = [Path(app.config["SCALES_DIR"])] if app.config.get("SCALES_DIR") else []
+    app.extensions[_EXTENSION_KEY] = load_scales(*extra)
+
+
+def scales() -> dict[str, Scale]:
+    return current_app.extensions[_EXTENSION_KEY]
+
+
+def get_scale(key: str) -> Scale | None:
+    return scales().get(key)

@@ -1,0 +1,115 @@
+"""The pieces ``create_app`` assembles, each a short named step."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import Flask, render_template, request
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from .database import configure_sqlite, render_migration_type
+from .extensions import csrf, db, login_manager, migrate
+from .scale_registry import init_scales
+from .scales import NOT_ASSESSED_REASONS
+from .timeutil import format_local
+
+log = logging.getLogger("clinic_log")
+
+NO_ADVICE_NOTICE = "clinic_log records symptoms. It gives no dosing or treatment advice."
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # same-origin, not no-referrer: CSRF checks over HTTPS need a same-origin Referer.
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def register_extensions(app: Flask, migrations_dir: str) -> None:
+    db.init_app(app)
+    migrate.init_app(
+        app, db, directory=migrations_dir, render_item=render_migration_type, compare_type=True
+    )
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.login_message_category = "info"
+    csrf.init_app(app)
+    with app.app_context():
+        configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+    init_scales(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from .admin import bp as admin_bp
+    from .assessments import bp as assessments_bp
+    from .auth import bp as auth_bp
+    from .patients import bp as patients_bp
+
+    for blueprint in (auth_bp, patients_bp, assessments_bp, admin_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        view = app.view_functions.get(request.endpoint or "")
+        if request.method == "POST" and getattr(view, "redisplay_on_csrf_error", False):
+            return view(**(request.view_args or {}))
+        return render_template("errors/csrf.html", reason=error.description), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        if error.code is None or error.code < 400:
+            return error
+        return render_template("errors/http.html", error=error), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error):
+        # Roll back first: the failed transaction must not leak into rendering the page.
+        db.session.rollback()
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unhandled error, incident %s, %s %s", incident, request.method, request.path)
+        return render_template("errors/500.html", incident=incident), 500
+
+
+def register_request_hooks(app: Flask) -> None:
+    @app.after_request
+    def security_headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.is_secure:
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
+        if request.endpoint != "static":
+            # Patient data must not stay in browser or proxy caches after logout.
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def register_template_helpers(app: Flask) -> None:
+    app.jinja_env.filters["local_time"] = format_local
+    app.jinja_env.globals.update(
+        NO_ADVICE_NOTICE=NO_ADVICE_NOTICE,
+        NOT_ASSESSED_REASONS=NOT_ASSESSED_REASONS,
+    )
+
+    @app.context_processor
+    def inject_user():
+        return {"current_user": current_user}
+
+
+def register_cli(app: Flask) -> None:
+    from .cli import register_commands
+
+    register_commands(app)

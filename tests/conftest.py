@@ -1,0 +1,174 @@
+"""Fixtures: a fresh app and database per test, on SQLite or (by environment) PostgreSQL.
+
+Set CLINIC_LOG_TEST_DATABASE_URL=postgresql+psycopg://... to run the whole suite on PostgreSQL;
+the schema is created once and every table is emptied after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from clinic_log import create_app
+from clinic_log.assessments.services import record_assessment
+from clinic_log.auth.services import create_site, create_user
+from clinic_log.database import now_utc
+from clinic_log.extensions import db
+from clinic_log.models import Site, User
+from clinic_log.patients.services import create_patient
+from clinic_log.scale_registry import get_scale
+
+PG_URL = os.environ.get("CLINIC_LOG_TEST_DATABASE_URL")
+PASSWORD = "correct horse battery staple"
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_pg_schema_ready = False
+
+
+def pytest_report_header(config):
+    return f"clinic_log database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite (temp file per test)'}"
+
+
+@pytest.fixture
+def app(tmp_path):
+    global _pg_schema_ready
+    app = create_app(
+        {
+            "TESTING": True,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "DATABASE_URL": PG_URL or f"sqlite:///{tmp_path / 'test.sqlite3'}",
+            "SECRET_KEY": "test-secret-key-" + "x" * 40,
+            # Cheap hashing keeps the suite fast; the production method is tested on its own.
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+        }
+    )
+    with app.app_context():
+        if not PG_URL or not _pg_schema_ready:
+            db.drop_all() if PG_URL else None
+            db.create_all()
+            _pg_schema_ready = True
+    yield app
+    with app.app_context():
+        db.session.remove()
+        if PG_URL:
+            tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+            with db.engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app_ctx(app):
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Browser:
+    """A test client that behaves like a person with a browser: it reads the CSRF token from
+    the page it was shown, and logs in through the login form."""
+
+    def __init__(self, client):
+        self.client = client
+        self.last = None
+
+    def get(self, url, **kwargs):
+        self.last = self.client.get(url, **kwargs)
+        return self.last
+
+    def csrf_token(self, url="/login"):
+        page = self.client.get(url, follow_redirects=True)
+        match = _CSRF.search(page.get_data(as_text=True))
+        assert match, f"no CSRF token on {url}"
+        return match.group(1)
+
+    def post(self, url, data=None, *, token_from=None, csrf=True, **kwargs):
+        data = dict(data or {})
+        if csrf and "csrf_token" not in data:
+            data["csrf_token"] = self.csrf_token(token_from or url)
+        self.last = self.client.post(url, data=data, **kwargs)
+        return self.last
+
+    def login(self, username, password=PASSWORD):
+        response = self.post("/login", {"username": username, "password": password})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return response
+
+    def logout(self):
+        return self.post("/logout", token_from="/")
+
+
+@pytest.fixture
+def browser(app):
+    return Browser(app.test_client())
+
+
+@pytest.fixture
+def make_browser(app):
+    return lambda: Browser(app.test_client())
+
+
+@pytest.fixture
+def make_site(app_ctx):
+    def _make(code="NORTH", name="North Clinic", timezone="Europe/London") -> Site:
+        return create_site(code, name, timezone)
+
+    return _make
+
+
+@pytest.fixture
+def make_user(app_ctx):
+    def _make(username, role="clinician", sites=("NORTH",), password=PASSWORD) -> User:
+        return create_user(username, password, role, list(sites), display_name=username.title())
+
+    return _make
+
+
+@pytest.fixture
+def world(make_site, make_user):
+    """Two sites, each with a clinician and a supervisor, one admin and one patient per site."""
+    north = make_site("NORTH", "North Clinic", "Europe/London")
+    south = make_site("SOUTH", "South Clinic", "America/New_York")
+    users = {
+        "clin_n": make_user("clin.north", "clinician", ["NORTH"]),
+        "sup_n": make_user("sup.north", "supervisor", ["NORTH"]),
+        "clin_s": make_user("clin.south", "clinician", ["SOUTH"]),
+        "admin": make_user("admin.one", "admin", []),
+    }
+    start = now_utc() - timedelta(days=2)
+    patient_n = create_patient(users["clin_n"], north, "N-001", "Test N", start, "opioid", "")
+    patient_s = create_patient(users["clin_s"], south, "S-001", None, start, "kratom", "")
+    return {
+        "north": north,
+        "south": south,
+        **users,
+        "patient_n": patient_n,
+        "patient_s": patient_s,
+    }
+
+
+@pytest.fixture
+def add_assessment(app_ctx):
+    """Record an assessment through the service, every item at the given score by default."""
+
+    def _add(patient, user, scale_key="cows", scores=None, observed_at=None, **kwargs):
+        scale = get_scale(scale_key)
+        if scores is None:
+            scores = {item.key: item.allowed_scores[0] for item in scale.items}
+        return record_assessment(
+            user,
+            patient,
+            scale,
+            scores,
+            observed_at=observed_at or now_utc() - timedelta(hours=1),
+            **kwargs,
+        )
+
+    return _add
