@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
-from flask import Flask
-from flask.cli import AppGroup
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from . import audit
 from .auth.services import AccountError, create_site, create_user
+from .demo import DEMO_LOGINS_FILE, load_demo
 from .extensions import db
 from .models import Role, User
 
@@ -58,7 +60,7 @@ def _read_new_password() -> str:
     """
     if sys.stdin is not None and sys.stdin.isatty():
         return click.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password")
-    lines = click.get_text_stream("stdin").read().splitlines()
+    lines = sys.stdin.read().splitlines()
     if len(lines) < 2:
         raise click.ClickException("Pipe the password twice, one per line, on standard input.")
     if lines[0] != lines[1]:
@@ -81,13 +83,15 @@ def audit_verify() -> None:
 
 
 @click.command("demo")
+@with_appcontext
 @click.option("--if-empty", is_flag=True, help="Do nothing when any account already exists.")
 def demo_command(if_empty: bool) -> None:
     """Load a demo site, one user per role and synthetic patients; print the logins."""
-    from .demo import load_demo
-
     if if_empty and db.session.scalar(select(User.id).limit(1)) is not None:
         click.echo("Database already has accounts; demo data not loaded.")
+        saved = Path(current_app.instance_path) / DEMO_LOGINS_FILE
+        if saved.exists():
+            click.echo(saved.read_text().rstrip())
         return
     try:
         logins = load_demo()

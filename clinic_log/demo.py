@@ -24,6 +24,7 @@ from .scale_registry import scales
 from .scales import Scale
 
 DEMO_SITE = "DEMO"
+DEMO_LOGINS_FILE = "demo_logins.txt"
 DEMO_DAYS = 14
 # (identifier, label, substance, peak severity 0..1, days to settle): kratom withdrawal in
 # particular varies a great deal from person to person, so the courses differ on purpose.
@@ -117,7 +118,8 @@ def _scores(scale: Scale, severity: float, rng: random.Random) -> dict[str, int 
 
 def _write_logins(logins: list[tuple[str, str, str]]) -> None:
     """Keep the generated demo logins readable by the operator only, for `make run` to show."""
-    path = Path(current_app.instance_path) / "demo_logins.txt"
+    os.makedirs(current_app.instance_path, exist_ok=True)
+    path = Path(current_app.instance_path) / DEMO_LOGINS_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write("Demo logins (synthetic data only):\n")

@@ -6,11 +6,13 @@ the schema is created once and every table is emptied after each test.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 from datetime import timedelta
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from clinic_log import create_app
@@ -24,12 +26,25 @@ from clinic_log.scale_registry import get_scale
 
 PG_URL = os.environ.get("CLINIC_LOG_TEST_DATABASE_URL")
 PASSWORD = "correct horse battery staple"
-_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 _pg_schema_ready = False
 
 
 def pytest_report_header(config):
-    return f"clinic_log database: {'PostgreSQL ' + PG_URL if PG_URL else 'SQLite (temp file per test)'}"
+    where = f"PostgreSQL {PG_URL}" if PG_URL else "SQLite (a temporary file per test)"
+    return f"clinic_log database: {where}"
+
+
+class IsolatedClient(FlaskClient):
+    """A test client whose every request runs in a fresh context, as on a real server.
+
+    Flask reuses an application context that is already pushed (by a fixture, say) for the
+    requests made inside it, which would share ``g`` and the database session between
+    requests and hide bugs; a new contextvars context gives each request its own.
+    """
+
+    def open(self, *args, **kwargs):
+        return contextvars.Context().run(super().open, *args, **kwargs)
 
 
 @pytest.fixture
@@ -45,9 +60,11 @@ def app(tmp_path):
             "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
         }
     )
+    app.test_client_class = IsolatedClient
     with app.app_context():
         if not PG_URL or not _pg_schema_ready:
-            db.drop_all() if PG_URL else None
+            if PG_URL:
+                db.drop_all()  # a leftover schema from an interrupted run
             db.create_all()
             _pg_schema_ready = True
     yield app
