@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import click
 from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,8 +19,12 @@ from sqlalchemy.exc import ArgumentError
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 
 
-class ConfigError(RuntimeError):
-    """A setting is missing or wrong; the app must not start."""
+class ConfigError(click.ClickException):
+    """A setting is missing or wrong; the app must not start.
+
+    A ClickException, so ``flask ...`` prints the message alone ("Error: ...") and exits 1
+    instead of a traceback; under a WSGI server it is an ordinary exception.
+    """
 
 
 def load_config(app: Flask, overrides: dict | None) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from flask import Flask, current_app
 
-from .scales import Scale, load_scales
+from .config import ConfigError
+from .scales import Scale, ScaleDefinitionError, load_scales
 
 _EXTENSION_KEY = "clinic_log.scales"
 
@@ -18,7 +19,10 @@ def init_scales(app: Flask) -> None:
     starts with an instrument it cannot score correctly.
     """
     extra = [Path(app.config["SCALES_DIR"])] if app.config.get("SCALES_DIR") else []
-    app.extensions[_EXTENSION_KEY] = load_scales(*extra)
+    try:
+        app.extensions[_EXTENSION_KEY] = load_scales(*extra)
+    except ScaleDefinitionError as exc:
+        raise ConfigError(f"Bad scale definition: {exc}") from exc
 
 
 def scales() -> dict[str, Scale]:

@@ -7,7 +7,6 @@ import pytest
 
 from clinic_log import ConfigError, create_app
 from clinic_log.extensions import db
-from clinic_log.scales import ScaleDefinitionError
 
 
 def build(tmp_path, **overrides):
@@ -72,7 +71,7 @@ def test_broken_scale_file_stops_start_up_naming_file_and_field(tmp_path):
     extra.mkdir()
     (extra / "broken.toml").write_text('key = "broken"\nname = "Broken"\n')
     with pytest.raises(
-        ScaleDefinitionError, match=r"broken\.toml: short_name: required field is missing"
+        ConfigError, match=r"broken\.toml: short_name: required field is missing"
     ):
         build(tmp_path, DATABASE_URL="sqlite://", SCALES_DIR=str(extra))
 

@@ -67,6 +67,7 @@ def new(patient_id: int, scale_key: str):
         except services.EntryError as error:
             form[error.field or "observed_at"].errors.append(error.message)
         else:
+            flash("Assessment saved.", "success")
             return redirect(url_for("assessments.show", assessment_id=assessment.id))
     return render_template(
         "assessments/new.html", form=form, scale=scale, patient=patient, episode=episode

@@ -37,7 +37,10 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def list_patients(user: User, query: str = "", limit: int = 200) -> list[PatientRow]:
+PATIENT_LIST_LIMIT = 200
+
+
+def list_patients(user: User, query: str = "", limit: int = PATIENT_LIST_LIMIT) -> list[PatientRow]:
     """Patients of the user's sites whose identifier contains ``query``, in one query.
 
     The search matches identifiers literally: ``%`` and ``_`` are characters, not wildcards.

@@ -28,7 +28,13 @@ def index():
     form = SearchForm(request.args)
     query = form.q.data if form.validate() and form.q.data else ""
     rows = services.list_patients(current_user, query)
-    return render_template("patients/index.html", form=form, rows=rows, query=query)
+    return render_template(
+        "patients/index.html",
+        form=form,
+        rows=rows,
+        query=query,
+        truncated=len(rows) >= services.PATIENT_LIST_LIMIT,
+    )
 
 
 @bp.route("/new", methods=["GET", "POST"])

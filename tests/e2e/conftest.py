@@ -1,0 +1,86 @@
+"""A real server and a real browser (Debian's chromium driven by Playwright).
+
+The tests skip when chromium or Playwright is missing, unless CLINIC_LOG_E2E_REQUIRED is set
+(CI sets it), in which case a missing browser is a failure, not a silent pass.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from clinic_log import create_app
+from clinic_log.auth.services import create_site, create_user
+from clinic_log.extensions import db
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct horse battery staple"
+
+
+def _chromium_path() -> str | None:
+    return os.environ.get("CLINIC_LOG_CHROMIUM") or shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_engine():
+    required = bool(os.environ.get("CLINIC_LOG_E2E_REQUIRED"))
+    path = _chromium_path()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if path is None or sync_playwright is None:
+        message = "e2e needs Debian's chromium and the playwright package"
+        if required:
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        engine = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield engine
+        engine.close()
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """The app on a free port of 127.0.0.1, with one site and a clinician and a supervisor."""
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "e2e-secret-key-" + "x" * 40,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+        }
+    )
+    with app.app_context():
+        db.create_all()
+        create_site("NORTH", "North Clinic", "Europe/London")
+        create_user("clin.north", PASSWORD, "clinician", ["NORTH"], display_name="Casey Clinician")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def page(browser_engine):
+    context = browser_engine.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
