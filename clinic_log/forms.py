@@ -7,7 +7,7 @@ import unicodedata
 from datetime import datetime
 
 from flask_wtf import FlaskForm
-from wtforms import Field, RadioField
+from wtforms import Field, PasswordField, RadioField, StringField
 from wtforms.validators import ValidationError
 from wtforms.widgets import DateTimeLocalInput
 
@@ -16,8 +16,10 @@ from .timeutil import AmbiguousLocalTime, LocalTimeError, local_to_utc, parse_lo
 # C0/C1 control characters except tab, newline and carriage return; PostgreSQL cannot even
 # store NUL.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# Bidirectional overrides can make an identifier display as something it is not.
-_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+# Invisible and text-direction characters make an identifier look like another one.
+_INVISIBLE_OR_BIDI = re.compile(
+    r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 
 
 def _strip(value):
@@ -30,13 +32,18 @@ def normalise_newlines(value):
 
 
 class BaseForm(FlaskForm):
-    """Strips surrounding whitespace from every text field before validation."""
+    """Strips surrounding whitespace from every text field before validation.
+
+    Passwords keep their spaces, and choices are matched exactly as sent (" 4 " is not 4).
+    """
 
     class Meta:
         def bind_field(self, form, unbound_field, options):
-            filters = unbound_field.kwargs.get("filters", [])
-            if _strip not in filters:
-                unbound_field.kwargs["filters"] = [_strip, *filters]
+            field_class = unbound_field.field_class
+            if issubclass(field_class, StringField) and not issubclass(field_class, PasswordField):
+                filters = unbound_field.kwargs.get("filters", [])
+                if _strip not in filters:
+                    unbound_field.kwargs["filters"] = [_strip, *filters]
             return unbound_field.bind(form=form, **options)
 
 
@@ -91,9 +98,12 @@ def refuse_control_characters(_form, field) -> None:
         )
 
 
-def refuse_bidi_controls(_form, field) -> None:
-    if isinstance(field.data, str) and _BIDI_CONTROLS.search(field.data):
-        raise ValidationError("Remove the text-direction control characters from this identifier.")
+def refuse_invisible_characters(_form, field) -> None:
+    if isinstance(field.data, str) and _INVISIBLE_OR_BIDI.search(field.data):
+        raise ValidationError(
+            "Remove the invisible or text-direction characters from this text: they make it "
+            "look like something it is not."
+        )
 
 
 def normalise_identifier(value: str | None) -> str | None:

@@ -114,11 +114,16 @@ class User(UserMixin, db.Model):
 
 
 class Patient(db.Model):
-    __table_args__ = (UniqueConstraint("site_id", "identifier", name="uq_patient_site_identifier"),)
+    __table_args__ = (
+        UniqueConstraint("site_id", "identifier_key", name="uq_patient_site_identifier_key"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"), index=True)
     identifier: Mapped[str] = mapped_column(String(64))
+    # NFKC + case-folded: uniqueness and search ignore case and look-alike forms everywhere,
+    # also on SQLite, whose lower() folds ASCII only.
+    identifier_key: Mapped[str] = mapped_column(String(64))
     display_label: Mapped[str | None] = mapped_column(String(120))
     created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)

@@ -3,10 +3,12 @@ everything inside the app is aware UTC."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 LOCAL_INPUT_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+_LOCAL_INPUT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?$")
 
 
 class LocalTimeError(ValueError):
@@ -22,7 +24,14 @@ def to_local(value: datetime, tz_name: str) -> datetime:
 
 
 def parse_local_input(raw: str) -> datetime:
-    """Parse an HTML datetime-local value strictly (no other spellings); return a naive datetime."""
+    """Parse an HTML datetime-local value strictly (no other spellings); return a naive datetime.
+
+    strptime alone would take unpadded fields and non-ASCII digits; the pattern does not.
+    """
+    if not _LOCAL_INPUT.match(raw):
+        raise LocalTimeError("Enter a date and time as shown (for example 2026-03-04T14:05).")
+    if not 1900 <= int(raw[:4]) <= 2200:
+        raise LocalTimeError("This date is implausibly far in the past or future; check the year.")
     for fmt in LOCAL_INPUT_FORMATS:
         try:
             return datetime.strptime(raw, fmt)  # noqa: DTZ007 - naive on purpose: it is wall time

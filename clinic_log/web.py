@@ -9,6 +9,7 @@ from flask import Flask, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from .database import configure_sqlite, render_migration_type
 from .extensions import csrf, db, login_manager, migrate
@@ -49,7 +50,16 @@ def register_extensions(app: Flask, migrations_dir: str) -> None:
     init_scales(app)
 
 
+class IdConverter(IntegerConverter):
+    """A database id: a positive integer that fits the id columns. Anything else is a 404,
+    never an overflow deep in the database driver."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=1, max=2**31 - 1)
+
+
 def register_blueprints(app: Flask) -> None:
+    app.url_map.converters["id"] = IdConverter
     from .admin import bp as admin_bp
     from .assessments import bp as assessments_bp
     from .auth import bp as auth_bp

@@ -22,6 +22,7 @@ NOT_ASSESSED_PREFIX = "na:"
 NOTES_MAX_LENGTH = 2000
 # Plain ASCII digits only: WTForms' IntegerField would take "+3", " 4 ", "٣" and "0_3".
 _DIGITS = re.compile(r"^[0-9]{1,3}$")
+_SUBMISSION_KEY = re.compile(r"^[0-9a-f]{32}$")
 
 
 class ScoreField(SingleRadioField):
@@ -92,6 +93,12 @@ class AssessmentForm(BaseForm):
     )
     submission_key = HiddenField()
 
+    @property
+    def submission_key_value(self) -> str | None:
+        """The form's one-time key, or None when it is not one this app issued."""
+        key = self.submission_key.data or ""
+        return key if _SUBMISSION_KEY.match(key) else None
+
     def item_fields(self):
         for item in self.scale.items:
             measurement = self[item.measurement.key] if item.measurement else None
@@ -109,6 +116,8 @@ class AssessmentForm(BaseForm):
 
     def check_item(self, form, field):
         """Require an answer, and keep a measured value and its points consistent."""
+        if field.errors:
+            return  # already refused as a value the item does not allow
         measurement_field = self[field.item.measurement.key] if field.item.measurement else None
         measured = None
         if (

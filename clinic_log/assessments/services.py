@@ -14,6 +14,11 @@ from ..models import Assessment, AssessmentStatus, Episode, ItemScore, Patient, 
 from ..scales import NOT_ASSESSED_REASONS, Scale, ScoreError
 from ..timeutil import implausible_time
 
+_KEY_REUSED = (
+    "This form was already used for another entry. Nothing was saved: check the answers "
+    "below and save again."
+)
+
 
 class EntryError(ValueError):
     """An entry refused by a rule; ``field`` names the form field the message belongs to."""
@@ -78,6 +83,14 @@ def record_assessment(
     for key, score in scores.items():
         if score is None and reasons.get(key) not in NOT_ASSESSED_REASONS:
             raise EntryError(key, "Say why this item was not assessed.")
+    if submission_key:
+        taken = db.session.scalar(
+            select(Assessment).where(Assessment.submission_key == submission_key)
+        )
+        if taken is not None:
+            if taken.recorded_by_id == user.id and taken.patient_id == patient.id:
+                return taken  # the same form sent twice: it is already saved
+            raise EntryError(None, _KEY_REUSED)
     try:
         result = scale.score(scores)
     except ScoreError as exc:
@@ -115,7 +128,7 @@ def record_assessment(
     try:
         db.session.flush()
     except IntegrityError:
-        # The same form was submitted twice at once; the first one won, so show that one.
+        # On PostgreSQL the same form can arrive twice at once; the first one won.
         db.session.rollback()
         existing = find_submission(submission_key, user, patient)
         if existing is None:

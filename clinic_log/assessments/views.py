@@ -12,7 +12,7 @@ from . import bp, services
 from .forms import assessment_form_class
 
 
-@bp.route("/patients/<int:patient_id>/assessments/new/<scale_key>", methods=["GET", "POST"])
+@bp.route("/patients/<id:patient_id>/assessments/new/<scale_key>", methods=["GET", "POST"])
 @redisplay_on_csrf_error
 @clinical_required
 def new(patient_id: int, scale_key: str):
@@ -27,7 +27,7 @@ def new(patient_id: int, scale_key: str):
         return redirect(url_for("patients.show", patient_id=patient.id))
 
     already_saved = services.find_submission(
-        request.form.get("submission_key"), current_user, patient
+        request.form.get("submission_key", "")[:64], current_user, patient
     )
     if already_saved is not None:
         return redirect(url_for("assessments.show", assessment_id=already_saved.id))
@@ -62,10 +62,14 @@ def new(patient_id: int, scale_key: str):
                 notes=form.notes.data,
                 not_assessed_reasons=reasons,
                 measured_values=measured,
-                submission_key=form.submission_key.data,
+                submission_key=form.submission_key_value,
             )
         except services.EntryError as error:
-            form[error.field or "observed_at"].errors.append(error.message)
+            if error.field is None:
+                form.form_errors.append(error.message)
+                form.submission_key.data = uuid4().hex
+            else:
+                form[error.field].errors.append(error.message)
         else:
             flash("Assessment saved.", "success")
             return redirect(url_for("assessments.show", assessment_id=assessment.id))
@@ -74,7 +78,7 @@ def new(patient_id: int, scale_key: str):
     ), 422
 
 
-@bp.route("/assessments/<int:assessment_id>")
+@bp.route("/assessments/<id:assessment_id>")
 @clinical_required
 def show(assessment_id: int):
     """One assessment: its total, band or "incomplete", and every item as recorded."""

@@ -7,8 +7,8 @@ from ..forms import (
     LocalDateTimeField,
     normalise_identifier,
     normalise_newlines,
-    refuse_bidi_controls,
     refuse_control_characters,
+    refuse_invisible_characters,
 )
 from ..models import SUBSTANCE_LABELS
 
@@ -35,6 +35,8 @@ class EpisodeFieldsMixin:
 
 
 class PatientForm(EpisodeFieldsMixin, BaseForm):
+    # Optional here: empty means "now" at the chosen site (see patients.new).
+    started_at = LocalDateTimeField("Episode start (site local time)", validators=[Optional()])
     site_id = SelectField("Site", coerce=int, validators=[InputRequired("Choose a site.")])
     identifier = StringField(
         "Identifier (clinic number or study code)",
@@ -43,12 +45,17 @@ class PatientForm(EpisodeFieldsMixin, BaseForm):
             DataRequired("Enter the patient's identifier."),
             Length(max=64),
             refuse_control_characters,
-            refuse_bidi_controls,
+            refuse_invisible_characters,
         ],
     )
     display_label = StringField(
         "Display label (optional, e.g. initials or bed)",
-        validators=[Optional(), Length(max=120), refuse_control_characters, refuse_bidi_controls],
+        validators=[
+            Optional(),
+            Length(max=120),
+            refuse_control_characters,
+            refuse_invisible_characters,
+        ],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,11 +34,18 @@ class PatientRow:
     assessment_count: int
 
 
+def identifier_key(value: str) -> str:
+    """The form identifiers are compared in: NFKC, then case-folded ('n-001' is 'N-001')."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 PATIENT_LIST_LIMIT = 200
+# Beyond any real timeline; keeps the page offset far from integer overflow.
+MAX_PAGE = 100_000
 
 
 def list_patients(user: User, query: str = "", limit: int = PATIENT_LIST_LIMIT) -> list[PatientRow]:
@@ -68,8 +76,8 @@ def list_patients(user: User, query: str = "", limit: int = PATIENT_LIST_LIMIT) 
         .limit(limit)
     )
     if query:
-        pattern = f"%{_like_escape(query.lower())}%"
-        stmt = stmt.where(func.lower(Patient.identifier).like(pattern, escape="\\"))
+        pattern = f"%{_like_escape(identifier_key(query))}%"
+        stmt = stmt.where(Patient.identifier_key.like(pattern, escape="\\"))
     return [PatientRow(*row) for row in db.session.execute(stmt).all()]
 
 
@@ -89,12 +97,17 @@ def create_patient(
     """
     begin_write(db.session)
     if site.id not in user.site_ids:
-        raise PatientRuleError("site", "You can only add patients to your own sites.")
-    if _identifier_taken(site, identifier):
-        raise _duplicate_identifier(site, identifier)
+        raise PatientRuleError("site_id", "You can only add patients to your own sites.")
+    taken = _existing_identifier(site, identifier)
+    if taken is not None:
+        raise _duplicate_identifier(site, taken)
     _check_start(started_at)
     patient = Patient(
-        site=site, identifier=identifier, display_label=display_label or None, created_by=user
+        site=site,
+        identifier=identifier,
+        identifier_key=identifier_key(identifier),
+        display_label=display_label or None,
+        created_by=user,
     )
     db.session.add(patient)
     try:
@@ -117,12 +130,12 @@ def create_patient(
     return patient
 
 
-def _identifier_taken(site: Site, identifier: str) -> bool:
-    return (
-        db.session.scalar(
-            select(Patient.id).where(Patient.site_id == site.id, Patient.identifier == identifier)
+def _existing_identifier(site: Site, identifier: str) -> str | None:
+    """The identifier as stored of a patient at this site that ``identifier`` would duplicate."""
+    return db.session.scalar(
+        select(Patient.identifier).where(
+            Patient.site_id == site.id, Patient.identifier_key == identifier_key(identifier)
         )
-        is not None
     )
 
 

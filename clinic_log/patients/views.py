@@ -46,11 +46,17 @@ def new():
     form.site_id.choices = [
         SelectChoice(site.id, f"{site.code} — {site.name}") for site in current_user.sites
     ]
-    if request.method == "GET":
+    if request.method == "GET" and len(current_user.sites) == 1:
+        # With several sites the right zone is only known once a site is chosen; an empty
+        # start means "now" there.
         form.started_at.data = _now_local_naive(current_user.sites[0].timezone)
     if form.validate_on_submit():
         site = db.session.get(Site, form.site_id.data)
-        started_at = local_field_to_utc(form, "started_at", site.timezone)
+        started_at = (
+            local_field_to_utc(form, "started_at", site.timezone)
+            if form.started_at.data is not None
+            else now_utc().replace(second=0, microsecond=0)
+        )
         if started_at is not None:
             try:
                 patient = services.create_patient(
@@ -71,12 +77,13 @@ def new():
     return render_template("patients/new.html", form=form), status
 
 
-@bp.route("/<int:patient_id>")
+@bp.route("/<id:patient_id>")
 @clinical_required
 def show(patient_id: int):
     """The patient's episodes and timeline of assessments, newest first."""
     patient = load_patient(patient_id)
-    page = services.timeline(patient, request.args.get("page", 1, type=int))
+    page_number = min(max(request.args.get("page", 1, type=int), 1), services.MAX_PAGE)
+    page = services.timeline(patient, page_number)
     return render_template(
         "patients/show.html",
         patient=patient,
@@ -86,12 +93,15 @@ def show(patient_id: int):
     )
 
 
-@bp.route("/<int:patient_id>/episodes/new", methods=["GET", "POST"])
+@bp.route("/<id:patient_id>/episodes/new", methods=["GET", "POST"])
 @redisplay_on_csrf_error
 @clinical_required
 def new_episode(patient_id: int):
     """Open a new episode for a patient whose previous episode has ended."""
     patient = load_patient(patient_id)
+    if request.method == "GET" and patient.open_episode is not None:
+        flash("This patient has an open episode. End it before opening a new one.", "warning")
+        return redirect(url_for("patients.show", patient_id=patient.id))
     form = EpisodeForm()
     if request.method == "GET":
         form.started_at.data = _now_local_naive(patient.site.timezone)
@@ -115,7 +125,8 @@ def new_episode(patient_id: int):
     return render_template("patients/new_episode.html", form=form, patient=patient), status
 
 
-@bp.route("/<int:patient_id>/episodes/<int:episode_id>/end", methods=["POST"])
+@bp.route("/<id:patient_id>/episodes/<id:episode_id>/end", methods=["POST"])
+@redisplay_on_csrf_error
 @clinical_required
 def end_episode(patient_id: int, episode_id: int):
     """End an open episode."""

@@ -1,8 +1,8 @@
 """Initial schema: sites, users, patients, episodes, assessments, item scores, audit events.
 
-Revision ID: 2e5b1166d1cf
+Revision ID: 4b6834cd5a3c
 Revises: 
-Create Date: 2026-11-25 00:21:46.043803
+Create Date: 2026-11-25 00:56:14.670377
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '2e5b1166d1cf'
+revision = '4b6834cd5a3c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -47,13 +47,14 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
     sa.Column('identifier', sa.String(length=64), nullable=False),
+    sa.Column('identifier_key', sa.String(length=64), nullable=False),
     sa.Column('display_label', sa.String(length=120), nullable=True),
     sa.Column('created_by_id', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], ),
     sa.ForeignKeyConstraint(['site_id'], ['site.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('site_id', 'identifier', name='uq_patient_site_identifier')
+    sa.UniqueConstraint('site_id', 'identifier_key', name='uq_patient_site_identifier_key')
     )
     with op.batch_alter_table('patient', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_patient_site_id'), ['site_id'], unique=False)
