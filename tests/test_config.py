@@ -70,9 +70,7 @@ def test_broken_scale_file_stops_start_up_naming_file_and_field(tmp_path):
     extra = tmp_path / "scales"
     extra.mkdir()
     (extra / "broken.toml").write_text('key = "broken"\nname = "Broken"\n')
-    with pytest.raises(
-        ConfigError, match=r"broken\.toml: short_name: required field is missing"
-    ):
+    with pytest.raises(ConfigError, match=r"broken\.toml: short_name: required field is missing"):
         build(tmp_path, DATABASE_URL="sqlite://", SCALES_DIR=str(extra))
 
 
