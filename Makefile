@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := clinic_log
 
-.PHONY: run test lint clean
+.PHONY: run test lint bench docs-images clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check clinic_log tests bench
+
+## Benchmarks: ratios against a bare Flask endpoint and a minimal matplotlib script.
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_chart_render.py
+	$(BIN)/python bench/bench_chart_routes.py
+
+## The README's example charts, drawn from the synthetic demo data.
+docs-images: $(VENV)/.installed-run
+	$(BIN)/python docs/make_images.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -45,6 +45,8 @@ def load_config(app: Flask, overrides: dict | None) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         SQLALCHEMY_ENGINE_OPTIONS={},
         DEMO=False,
+        # The dashboard marks a patient overdue when nothing was recorded for this long.
+        OVERDUE_AFTER_HOURS=8,
     )
     app.config.from_prefixed_env(prefix="CLINIC_LOG")
     if overrides:
@@ -89,6 +91,17 @@ def validate_config(config) -> None:
 
     if len(str(config["SECRET_KEY"])) < 32:
         raise ConfigError("CLINIC_LOG_SECRET_KEY must be at least 32 characters of random data")
+
+    overdue = config.get("OVERDUE_AFTER_HOURS")
+    if (
+        isinstance(overdue, bool)
+        or not isinstance(overdue, int | float)
+        or not 0 < overdue <= 24 * 14
+    ):
+        raise ConfigError(
+            f"CLINIC_LOG_OVERDUE_AFTER_HOURS={overdue!r} must be a number of hours, "
+            "more than 0 and at most 336"
+        )
 
     scales_dir = config.get("SCALES_DIR")
     if scales_dir and not Path(scales_dir).is_dir():

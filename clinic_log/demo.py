@@ -26,13 +26,14 @@ from .scales import Scale
 DEMO_SITE = "DEMO"
 DEMO_LOGINS_FILE = "demo_logins.txt"
 DEMO_DAYS = 14
-# (identifier, label, substance, peak severity 0..1, days to settle): kratom withdrawal in
-# particular varies a great deal from person to person, so the courses differ on purpose.
+# (identifier, label, substance, peak severity 0..1, days to settle, hours since the last
+# entry): kratom withdrawal in particular varies a great deal from person to person, so the
+# courses differ on purpose; one patient has gone unassessed long enough to show as overdue.
 DEMO_PATIENTS = [
-    ("DEMO-001", "Synthetic A", "opioid", 0.75, 6),
-    ("DEMO-002", "Synthetic B", "kratom", 0.45, 4),
-    ("DEMO-003", "Synthetic C", "opioid_and_kratom", 0.9, 9),
-    ("DEMO-004", "Synthetic D", "kratom", 0.25, 3),
+    ("DEMO-001", "Synthetic A", "opioid", 0.75, 6, 0),
+    ("DEMO-002", "Synthetic B", "kratom", 0.45, 4, 0),
+    ("DEMO-003", "Synthetic C", "opioid_and_kratom", 0.9, 13, 0),
+    ("DEMO-004", "Synthetic D", "kratom", 0.25, 3, 11),
 ]
 # Hours between entries on each scale.
 DEMO_CADENCE = {"cows": 6, "symptom_nrs": 12, "sows": 24, "gad7": 168}
@@ -62,7 +63,7 @@ def load_demo(seed: int = 20261125) -> list[tuple[str, str, str]]:
     now = now_utc().replace(second=0, microsecond=0)
     start = now - timedelta(days=DEMO_DAYS)
     recorders = [users[Role.CLINICIAN], users[Role.SUPERVISOR]]
-    for identifier, label, substance, peak, settle_days in DEMO_PATIENTS:
+    for identifier, label, substance, peak, settle_days, quiet_hours in DEMO_PATIENTS:
         patient = create_patient(
             users[Role.CLINICIAN],
             site,
@@ -75,7 +76,7 @@ def load_demo(seed: int = 20261125) -> list[tuple[str, str, str]]:
         for scale_key, every_hours in DEMO_CADENCE.items():
             scale = scales()[scale_key]
             at = start + timedelta(hours=1 + rng.random() * 2)
-            while at < now:
+            while at < now - timedelta(hours=quiet_hours):
                 days_in = (at - start).total_seconds() / 86400
                 severity = _course(peak, settle_days, days_in, rng)
                 scores = _scores(scale, severity, rng)

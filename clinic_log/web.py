@@ -63,9 +63,12 @@ def register_blueprints(app: Flask) -> None:
     from .admin import bp as admin_bp
     from .assessments import bp as assessments_bp
     from .auth import bp as auth_bp
+    from .charts import bp as charts_bp
+    from .dashboard import bp as dashboard_bp
     from .patients import bp as patients_bp
 
-    for blueprint in (auth_bp, patients_bp, assessments_bp, admin_bp):
+    blueprints = (auth_bp, patients_bp, assessments_bp, charts_bp, dashboard_bp, admin_bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
 
@@ -101,7 +104,7 @@ def register_request_hooks(app: Flask) -> None:
             response.headers.setdefault(
                 "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
             )
-        if request.endpoint != "static":
+        if request.endpoint != "static" and "Cache-Control" not in response.headers:
             # Patient data must not stay in browser or proxy caches after logout.
             response.headers["Cache-Control"] = "no-store"
         return response

@@ -189,3 +189,30 @@ def add_assessment(app_ctx):
         )
 
     return _add
+
+
+@pytest.fixture
+def count_queries(app):
+    """Count the SQL statements the app runs inside a ``with count_queries() as counted:`` block
+    (``counted`` is a list of the statements)."""
+    from contextlib import contextmanager
+
+    from sqlalchemy import event
+
+    @contextmanager
+    def _count():
+        statements: list[str] = []
+
+        def _record(_conn, _cursor, statement, *_args):
+            if not statement.startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK", "SAVEPOINT")):
+                statements.append(statement)
+
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", _record)
+        try:
+            yield statements
+        finally:
+            event.remove(engine, "before_cursor_execute", _record)
+
+    return _count

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import AnyConverter, IntegerConverter
 
 from clinic_log.scales import BUILTIN_DIR
 
@@ -56,11 +56,16 @@ def test_login_page_carries_the_notice(browser):
 
 def _concrete(rule):
     """A URL for the rule: 1 for every integer argument, a real scale key for the rest."""
-    values = {
-        name: 1 if isinstance(converter, IntegerConverter) else "cows"
-        for name, converter in rule._converters.items()
-    }
-    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: str(values[m.group(1)]), rule.rule)
+
+    def value(converter):
+        if isinstance(converter, IntegerConverter):
+            return 1
+        return "png" if isinstance(converter, AnyConverter) else "cows"
+
+    values = {name: value(converter) for name, converter in rule._converters.items()}
+    return re.sub(
+        r"<(?:[a-z]+(?:\([^)]*\))?:)?([a-z_]+)>", lambda m: str(values[m.group(1)]), rule.rule
+    )
 
 
 def test_anonymous_visitor_reaches_nothing_but_the_login_page(app, browser, world):

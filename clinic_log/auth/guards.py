@@ -11,6 +11,7 @@ from functools import wraps
 from flask import abort, request
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from .. import audit
 from ..database import begin_write
@@ -27,7 +28,8 @@ def load_user(token: str) -> User | None:
     user_id, _, version = token.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
-    user = db.session.get(User, int(user_id))
+    # The user's sites come with the user: every guarded request needs them.
+    user = db.session.get(User, int(user_id), options=[joinedload(User.sites)])
     if user is None or not user.active or user.session_version != int(version):
         return None
     return user
@@ -48,33 +50,30 @@ def refuse(status: int, *, entity: str | None = None, entity_id: int | None = No
     abort(status)
 
 
-def clinical_required(view):
-    """Only clinicians and supervisors reach clinical data; admins manage accounts only."""
+def role_required(*roles: Role):
+    """Only these roles reach the view; anyone else gets 403 and an audit line."""
 
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if current_user.role not in (Role.CLINICIAN, Role.SUPERVISOR):
-            refuse(403)
-        return view(*args, **kwargs)
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if current_user.role not in roles:
+                refuse(403)
+            return view(*args, **kwargs)
 
-    return wrapped
+        return wrapped
+
+    return decorator
 
 
-def admin_required(view):
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if current_user.role != Role.ADMIN:
-            refuse(403)
-        return view(*args, **kwargs)
-
-    return wrapped
+# Clinicians and supervisors reach clinical data; admins manage accounts only.
+clinical_required = role_required(Role.CLINICIAN, Role.SUPERVISOR)
+admin_required = role_required(Role.ADMIN)
 
 
 def load_patient(patient_id: int) -> Patient:
     """The patient, if it belongs to one of the current user's sites; otherwise 404."""
-    patient = db.session.get(Patient, patient_id)
+    patient = db.session.get(Patient, patient_id, options=[joinedload(Patient.site)])
     if patient is None or patient.site_id not in current_user.site_ids:
         refuse(404, entity="patient", entity_id=patient_id)
     return patient

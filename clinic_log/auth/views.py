@@ -24,7 +24,11 @@ def safe_next(target: str | None) -> str | None:
 
 
 def home_for(user) -> str:
-    return url_for("admin.index") if user.role == Role.ADMIN else url_for("patients.index")
+    if user.role == Role.ADMIN:
+        return url_for("admin.index")
+    if user.role == Role.SUPERVISOR:
+        return url_for("dashboard.index")
+    return url_for("patients.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])

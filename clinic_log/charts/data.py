@@ -1,0 +1,264 @@
+"""From the database to chart series: what a chart shows, and the ETag that names it.
+
+Charts show active entries only: amended and voided versions leave the chart (they stay in
+the history). Each query here is one round trip, however many points a chart has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from ..extensions import db
+from ..models import Assessment, AssessmentStatus, Episode, Patient
+from ..scales import Scale
+from ..timeutil import zone
+from .series import (
+    BandSpan,
+    DomainPanel,
+    DomainSeries,
+    HeatmapSeries,
+    TrendPoint,
+    TrendSeries,
+)
+
+# Part of every ETag: a change to how charts are drawn must not be served from old caches.
+RENDERER_VERSION = "1"
+DOMAIN_SCALE = "symptom_nrs"
+DOMAIN_ITEMS = ("anxiety", "aches", "insomnia", "irritability")
+X_MODES = ("time", "hours")
+
+
+class ChartRequestError(ValueError):
+    """A chart request that cannot be answered as asked (a malformed or reversed range)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """An optional observed-at range: [start, end) in UTC, from local dates of the site."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.start_date or ''}..{self.end_date or ''}"
+
+
+def parse_window(start: str | None, end: str | None, tz_name: str) -> Window:
+    """Read ``start``/``end`` (ISO dates, the site's local days; ``end`` inclusive).
+
+    :raise ChartRequestError: a date that is not YYYY-MM-DD, or an end before the start.
+    """
+    start_date = _parse_date(start, "start")
+    end_date = _parse_date(end, "end")
+    if start_date and end_date and end_date < start_date:
+        raise ChartRequestError("The end date is before the start date.")
+    tz = zone(tz_name)
+    return Window(
+        start=datetime.combine(start_date, time(), tz).astimezone(zone("UTC"))
+        if start_date
+        else None,
+        end=datetime.combine(end_date + timedelta(days=1), time(), tz).astimezone(zone("UTC"))
+        if end_date
+        else None,
+        start_date=start_date,
+        end_date=end_date,
+    )
+
+
+def _parse_date(raw: str | None, name: str) -> date | None:
+    if not raw:
+        return None
+    try:
+        parsed = date.fromisoformat(raw)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(raw) != 10 or not 2000 <= parsed.year <= 2100:
+        raise ChartRequestError(f"The {name} date must look like 2026-03-04.")
+    return parsed
+
+
+def _active(patient: Patient, scale_key: str, window: Window):
+    stmt = select(Assessment).where(
+        Assessment.patient_id == patient.id,
+        Assessment.scale_key == scale_key,
+        Assessment.status == AssessmentStatus.ACTIVE,
+    )
+    if window.start is not None:
+        stmt = stmt.where(Assessment.observed_at >= window.start)
+    if window.end is not None:
+        stmt = stmt.where(Assessment.observed_at < window.end)
+    return stmt.order_by(Assessment.observed_at, Assessment.id)
+
+
+def patient_episode_starts(patient: Patient) -> tuple[datetime, ...]:
+    return tuple(
+        db.session.scalars(
+            select(Episode.started_at)
+            .where(Episode.patient_id == patient.id)
+            .order_by(Episode.started_at)
+        )
+    )
+
+
+def freshness(patient: Patient, scale_key: str, window: Window) -> tuple:
+    """What a chart's data looks like now, in one aggregate query and without loading rows.
+
+    Entries are never edited in place: a new entry adds an id, an amendment or void takes an
+    entry out of the active set and puts a new id in, and any update bumps ``version``. So
+    (count, sum of ids, sum of versions) of the active rows, plus the episodes, changes
+    whenever anything the chart draws changes.
+    """
+    conditions = [
+        Assessment.patient_id == patient.id,
+        Assessment.scale_key == scale_key,
+        Assessment.status == AssessmentStatus.ACTIVE,
+    ]
+    if window.start is not None:
+        conditions.append(Assessment.observed_at >= window.start)
+    if window.end is not None:
+        conditions.append(Assessment.observed_at < window.end)
+    of_patient = Episode.patient_id == patient.id
+    stmt = select(
+        func.count(Assessment.id),
+        func.coalesce(func.sum(Assessment.id), 0),
+        func.coalesce(func.sum(Assessment.version), 0),
+        select(func.count(Episode.id)).where(of_patient).scalar_subquery(),
+        select(func.coalesce(func.sum(Episode.id), 0)).where(of_patient).scalar_subquery(),
+    ).where(*conditions)
+    return tuple(db.session.execute(stmt).one())
+
+
+def etag(kind: str, patient: Patient, scale_key: str, *parts) -> str:
+    """A strong validator from exactly what the chart shows: its data and its options."""
+    digest = hashlib.sha256()
+    for part in (RENDERER_VERSION, kind, patient.id, patient.site.timezone, scale_key, *parts):
+        digest.update(f"{part}\x1f".encode())
+    return digest.hexdigest()[:32]
+
+
+def trend_series(
+    patient: Patient,
+    scale: Scale,
+    window: Window,
+    x_mode: str,
+    rows: list[Assessment],
+    episode_starts: tuple[datetime, ...],
+) -> TrendSeries:
+    return TrendSeries(
+        title=f"{scale.short_name} total — patient {patient.identifier}",
+        y_label=f"{scale.short_name} total ({scale.total_min}–{scale.total_max})",
+        y_min=scale.total_min,
+        y_max=scale.total_max,
+        bands=tuple(BandSpan(b.low, b.high, b.label) for b in scale.bands),
+        points=tuple(TrendPoint(a.observed_at, a.total, a.complete) for a in rows),
+        episode_starts=episode_starts,
+        tz_name=patient.site.timezone,
+        x_mode=x_mode,
+        window_start=window.start,
+        window_end=window.end,
+    )
+
+
+def trend_rows(patient: Patient, scale: Scale, window: Window) -> list[Assessment]:
+    return list(db.session.scalars(_active(patient, scale.key, window)))
+
+
+def item_rows(patient: Patient, scale_key: str, window: Window) -> list[Assessment]:
+    """Active assessments with their item scores, in two queries whatever their number."""
+    stmt = _active(patient, scale_key, window).options(selectinload(Assessment.item_scores))
+    return list(db.session.scalars(stmt))
+
+
+def heatmap_series(patient: Patient, scale: Scale, rows: list[Assessment]) -> HeatmapSeries:
+    by_assessment = [{s.item_key: s.score for s in a.item_scores} for a in rows]
+    return HeatmapSeries(
+        title=f"{scale.short_name} item scores — patient {patient.identifier}",
+        tz_name=patient.site.timezone,
+        item_labels=tuple(item.label for item in scale.items),
+        item_max=tuple(item.max_score for item in scale.items),
+        times=tuple(a.observed_at for a in rows),
+        scores=tuple(
+            tuple(scores.get(item.key) for scores in by_assessment) for item in scale.items
+        ),
+    )
+
+
+def domain_series(patient: Patient, scale: Scale, rows: list[Assessment]) -> DomainSeries:
+    panels = []
+    for key in DOMAIN_ITEMS:
+        item = scale.item(key)
+        points = []
+        for assessment in rows:
+            scores = {s.item_key: s.score for s in assessment.item_scores}
+            points.append((assessment.observed_at, scores.get(key)))
+        panels.append(DomainPanel(label=item.label, y_max=item.max_score, points=tuple(points)))
+    return DomainSeries(
+        title=f"Symptom domains (custom 0–10 ratings) — patient {patient.identifier}",
+        tz_name=patient.site.timezone,
+        panels=tuple(panels),
+    )
+
+
+def scales_with_data(patient: Patient) -> set[str]:
+    return set(
+        db.session.scalars(
+            select(Assessment.scale_key)
+            .where(
+                Assessment.patient_id == patient.id,
+                Assessment.status == AssessmentStatus.ACTIVE,
+            )
+            .distinct()
+        )
+    )
+
+
+def shared_window(patient: Patient, window: Window) -> Window:
+    """Fill an open end of the range from the patient's own entries, so that every chart on
+    a page spans the same days and their time axes line up."""
+    if window.start_date and window.end_date:
+        return window
+    first, last = db.session.execute(
+        select(func.min(Assessment.observed_at), func.max(Assessment.observed_at)).where(
+            Assessment.patient_id == patient.id, Assessment.status == AssessmentStatus.ACTIVE
+        )
+    ).one()
+    if first is None:
+        return window
+    tz = zone(patient.site.timezone)
+    start = window.start_date or first.astimezone(tz).date()
+    end = window.end_date or max(last.astimezone(tz).date(), start)
+    return parse_window(start.isoformat(), end.isoformat(), patient.site.timezone)
+
+
+def rows_by_scale(patient: Patient, window: Window) -> dict[str, list[Assessment]]:
+    """Every active assessment in the range with its item scores, grouped by scale."""
+    stmt = (
+        select(Assessment)
+        .where(Assessment.patient_id == patient.id, Assessment.status == AssessmentStatus.ACTIVE)
+        .options(selectinload(Assessment.item_scores), selectinload(Assessment.recorded_by))
+        .order_by(Assessment.observed_at, Assessment.id)
+    )
+    if window.start is not None:
+        stmt = stmt.where(Assessment.observed_at >= window.start)
+    if window.end is not None:
+        stmt = stmt.where(Assessment.observed_at < window.end)
+    grouped: dict[str, list[Assessment]] = {}
+    for assessment in db.session.scalars(stmt):
+        grouped.setdefault(assessment.scale_key, []).append(assessment)
+    return grouped
+
+
+def domain_table(rows: list[Assessment]) -> list[tuple[datetime, dict[str, int | None]]]:
+    """The domain ratings behind the domains chart, one row per assessment."""
+    return [
+        (a.observed_at, {s.item_key: s.score for s in a.item_scores if s.item_key in DOMAIN_ITEMS})
+        for a in rows
+    ]

@@ -1,0 +1,147 @@
+from collections.abc import Callable
+
+from flask import Response, abort, current_app, render_template, request
+
+from ..auth.guards import clinical_required, load_patient
+from ..scale_registry import get_scale, scales
+from . import bp, data
+from .cache import ChartCache
+from .render import render_domains, render_heatmap, render_trend
+from .series import summarise
+
+MIMETYPES = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def _cache() -> ChartCache:
+    return current_app.extensions.setdefault("clinic_log.chart_cache", ChartCache())
+
+
+def _options(patient) -> tuple[data.Window, str]:
+    """The chart's date range and x axis from the query string; a bad one is a 400."""
+    try:
+        window = data.parse_window(
+            request.args.get("start"), request.args.get("end"), patient.site.timezone
+        )
+    except data.ChartRequestError as error:
+        abort(Response(str(error), status=400, mimetype="text/plain"))
+    x_mode = request.args.get("x", "time")
+    if x_mode not in data.X_MODES:
+        abort(Response("x must be 'time' or 'hours'.", status=400, mimetype="text/plain"))
+    return window, x_mode
+
+
+def _serve(tag: str, fmt: str, render: Callable[[], bytes]) -> Response:
+    """Answer 304 when the browser holds this very chart, else the cached or fresh bytes.
+
+    ``private, no-cache``: the browser may keep the image but must ask again every time, so
+    after logout nothing is shown without a valid session; shared caches never keep it.
+    """
+    if tag in request.if_none_match:
+        response = Response(status=304)
+    else:
+        cache = _cache()
+        body = cache.get(tag)
+        if body is None:
+            body = render()
+            cache.put(tag, body)
+        response = Response(body, mimetype=MIMETYPES[fmt])
+    response.set_etag(tag)
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _scale_or_404(scale_key: str):
+    scale = get_scale(scale_key)
+    if scale is None:
+        abort(404)
+    return scale
+
+
+@bp.route("/patients/<id:patient_id>/charts/<scale_key>.<any(png, svg):fmt>")
+@clinical_required
+def trend(patient_id: int, scale_key: str, fmt: str):
+    """A scale's total over time, with its published bands and the episode starts."""
+    patient = load_patient(patient_id)
+    scale = _scale_or_404(scale_key)
+    window, x_mode = _options(patient)
+
+    def render() -> bytes:
+        rows = data.trend_rows(patient, scale, window)
+        starts = data.patient_episode_starts(patient)
+        return render_trend(data.trend_series(patient, scale, window, x_mode, rows, starts), fmt)
+
+    state = data.freshness(patient, scale.key, window)
+    tag = data.etag("trend", patient, scale.key, scale.version, window.key, x_mode, fmt, *state)
+    return _serve(tag, fmt, render)
+
+
+@bp.route("/patients/<id:patient_id>/charts/<scale_key>/items.<any(png, svg):fmt>")
+@clinical_required
+def items(patient_id: int, scale_key: str, fmt: str):
+    """Item scores as a heatmap: which symptoms drive the total."""
+    patient = load_patient(patient_id)
+    scale = _scale_or_404(scale_key)
+    window, _ = _options(patient)
+
+    def render() -> bytes:
+        rows = data.item_rows(patient, scale.key, window)
+        return render_heatmap(data.heatmap_series(patient, scale, rows), fmt)
+
+    state = data.freshness(patient, scale.key, window)
+    tag = data.etag("items", patient, scale.key, scale.version, window.key, fmt, *state)
+    return _serve(tag, fmt, render)
+
+
+@bp.route("/patients/<id:patient_id>/charts/domains.<any(png, svg):fmt>")
+@clinical_required
+def domains(patient_id: int, fmt: str):
+    """Anxiety, aches, insomnia and irritability (custom ratings) on one time axis."""
+    patient = load_patient(patient_id)
+    scale = _scale_or_404(data.DOMAIN_SCALE)
+    window, _ = _options(patient)
+
+    def render() -> bytes:
+        rows = data.item_rows(patient, scale.key, window)
+        return render_domains(data.domain_series(patient, scale, rows), fmt)
+
+    state = data.freshness(patient, scale.key, window)
+    tag = data.etag("domains", patient, scale.key, scale.version, window.key, fmt, *state)
+    return _serve(tag, fmt, render)
+
+
+@bp.route("/patients/<id:patient_id>/tracker")
+@clinical_required
+def tracker(patient_id: int):
+    """Every scale the patient has, stacked on one time range, each with its numbers."""
+    patient = load_patient(patient_id)
+    try:
+        window = data.parse_window(
+            request.args.get("start"), request.args.get("end"), patient.site.timezone
+        )
+        error = None
+    except data.ChartRequestError as exc:
+        window, error = data.Window(), str(exc)
+    x_mode = request.args.get("x", "time")
+    if x_mode not in data.X_MODES:
+        x_mode = "time"
+    window = data.shared_window(patient, window)
+    starts = data.patient_episode_starts(patient)
+    sections = []
+    rows_by_scale = data.rows_by_scale(patient, window)
+    for scale in scales().values():
+        rows = rows_by_scale.get(scale.key)
+        if not rows:
+            continue
+        series = data.trend_series(patient, scale, window, x_mode, rows, starts)
+        sections.append({"scale": scale, "rows": rows, "summary": summarise(series)})
+    status = 400 if error else 200
+    return render_template(
+        "charts/tracker.html",
+        patient=patient,
+        sections=sections,
+        window=window,
+        x_mode=x_mode,
+        error=error,
+        domain_rows=data.domain_table(rows_by_scale.get(data.DOMAIN_SCALE, [])),
+        domain_items=data.DOMAIN_ITEMS,
+    ), status
