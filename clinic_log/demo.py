@@ -13,13 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
+from sqlalchemy import select
 
-from .assessments.services import record_assessment
+from .assessments.services import Answers, amend_assessment, record_assessment, void_assessment
 from .auth.services import create_site, create_user
 from .database import now_utc
 from .extensions import db
-from .models import Role, User
+from .models import Assessment, AssessmentStatus, Patient, Role, User
 from .patients.services import create_patient
+from .review.services import sign_patient_trend
 from .scale_registry import scales
 from .scales import Scale
 
@@ -37,6 +39,7 @@ DEMO_PATIENTS = [
 ]
 # Hours between entries on each scale.
 DEMO_CADENCE = {"cows": 6, "symptom_nrs": 12, "sows": 24, "gad7": 168}
+DEMO_REVIEWED_DAYS = 9
 
 
 def _password() -> str:
@@ -63,6 +66,7 @@ def load_demo(seed: int = 20261125) -> list[tuple[str, str, str]]:
     now = now_utc().replace(second=0, microsecond=0)
     start = now - timedelta(days=DEMO_DAYS)
     recorders = [users[Role.CLINICIAN], users[Role.SUPERVISOR]]
+    supervisor_password = logins[1][2]
     for identifier, label, substance, peak, settle_days, quiet_hours in DEMO_PATIENTS:
         patient = create_patient(
             users[Role.CLINICIAN],
@@ -73,30 +77,79 @@ def load_demo(seed: int = 20261125) -> list[tuple[str, str, str]]:
             substance,
             "Synthetic demo patient.",
         )
-        for scale_key, every_hours in DEMO_CADENCE.items():
+        planned = sorted(_planned_entries(start, now - timedelta(hours=quiet_hours), rng))
+        reviewed_until = start + timedelta(days=DEMO_REVIEWED_DAYS)
+        signed = False
+        for at, scale_key in planned:
+            if not signed and at > reviewed_until:
+                # The supervisor has reviewed the first days of the trend.
+                sign_patient_trend(users[Role.SUPERVISOR], patient, supervisor_password, now_utc())
+                signed = True
             scale = scales()[scale_key]
-            at = start + timedelta(hours=1 + rng.random() * 2)
-            while at < now - timedelta(hours=quiet_hours):
-                days_in = (at - start).total_seconds() / 86400
-                severity = _course(peak, settle_days, days_in, rng)
-                scores = _scores(scale, severity, rng)
-                reasons = {}
-                # Now and then a patient is asleep at a night-time check.
-                if scale_key == "cows" and at.hour in (2, 3) and rng.random() < 0.3:
-                    key = "gi_upset"
-                    scores[key], reasons[key] = None, "asleep"
-                record_assessment(
-                    rng.choice(recorders),
-                    patient,
-                    scale,
-                    scores,
-                    observed_at=at,
-                    not_assessed_reasons=reasons,
-                )
-                at += timedelta(hours=every_hours, minutes=rng.randint(-40, 40))
+            days_in = (at - start).total_seconds() / 86400
+            scores = _scores(scale, _course(peak, settle_days, days_in, rng), rng)
+            reasons = {}
+            # Now and then a patient is asleep at a night-time check.
+            if scale_key == "cows" and at.hour in (2, 3) and rng.random() < 0.3:
+                scores["gi_upset"], reasons["gi_upset"] = None, "asleep"
+            record_assessment(
+                rng.choices(recorders, weights=(85, 15))[0],
+                patient,
+                scale,
+                scores,
+                observed_at=at,
+                not_assessed_reasons=reasons,
+            )
+    _corrections(users)
     _write_logins(logins)
     db.session.commit()
     return logins
+
+
+def _planned_entries(start, until, rng: random.Random):
+    for scale_key, every_hours in DEMO_CADENCE.items():
+        at = start + timedelta(hours=1 + rng.random() * 2)
+        while at < until:
+            yield at, scale_key
+            at += timedelta(hours=every_hours, minutes=rng.randint(-40, 40))
+
+
+def _corrections(users: dict[str, User]) -> None:
+    """One amendment of a reviewed entry and one void, so the history, the "invalidated by
+    amendment" signature and the review queue's "what changed" have something to show."""
+    first = db.session.scalars(
+        select(Assessment)
+        .join(Assessment.patient)
+        .where(Patient.identifier == "DEMO-001", Assessment.scale_key == "cows")
+        .where(Assessment.reviewed_at.is_not(None))
+        .order_by(Assessment.observed_at)
+    ).first()
+    if first is not None:
+        scores = {s.item_key: s.score for s in first.item_scores}
+        reasons = {s.item_key: s.not_assessed_reason for s in first.item_scores if s.score is None}
+        scores["sweating"] = 3 if scores.get("sweating") != 3 else 2
+        amend_assessment(
+            first.recorded_by,
+            first,
+            first.version,
+            Answers(scores, first.observed_at, first.notes, reasons, None),
+            "Sweating was transcribed from the wrong row of the paper flow sheet; corrected.",
+        )
+    duplicate = db.session.scalars(
+        select(Assessment)
+        .join(Assessment.patient)
+        .where(Patient.identifier == "DEMO-002", Assessment.scale_key == "sows")
+        .where(Assessment.status == AssessmentStatus.ACTIVE)
+        .order_by(Assessment.observed_at.desc())
+    ).first()
+    if duplicate is not None:
+        void_assessment(
+            duplicate.recorded_by,
+            duplicate,
+            duplicate.version,
+            "duplicate",
+            "Entered twice from the same interview.",
+        )
 
 
 def _course(peak: float, settle_days: float, days_in: float, rng: random.Random) -> float:

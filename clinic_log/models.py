@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -208,6 +209,9 @@ class Assessment(db.Model):
     item_scores: Mapped[list[ItemScore]] = relationship(
         back_populates="assessment", order_by="ItemScore.position"
     )
+    signatures: Mapped[list[Signature]] = relationship(
+        foreign_keys="Signature.assessment_id", order_by="Signature.signed_at", viewonly=True
+    )
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -237,6 +241,29 @@ class ItemScore(db.Model):
         return f"<ItemScore {self.assessment_id} {self.item_key}>"
 
 
+class Signature(db.Model):
+    """An electronic sign-off: who, when, what it means, and a hash of the exact version signed.
+
+    Amending the signed entry invalidates the signature (it is kept, never deleted)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessment.id"), index=True)
+    signer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    # The printed name at signing time; a later rename does not change what was signed.
+    signer_name: Mapped[str] = mapped_column(String(120))
+    meaning: Mapped[str] = mapped_column(String(32), default="reviewed")
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    invalidated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    invalidated_by_id: Mapped[int | None] = mapped_column(ForeignKey("assessment.id"))
+
+    assessment: Mapped[Assessment] = relationship(foreign_keys=[assessment_id])
+    signer: Mapped[User] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Signature {self.id} on {self.assessment_id}>"
+
+
 class AuditEvent(db.Model):
     """Append-only. ``hash`` covers this row and the previous row's hash, so editing, removing
     or inserting a row breaks the chain from that point on."""
@@ -258,3 +285,27 @@ class AuditEvent(db.Model):
 
     def __repr__(self) -> str:
         return f"<AuditEvent {self.id} {self.action}>"
+
+
+# The database itself refuses to change or remove an audit event, whatever code asks. The
+# same statements are in the migration; these cover tables built from the models (tests).
+AUDIT_APPEND_ONLY_DDL = {
+    "sqlite": [
+        "CREATE TRIGGER audit_event_no_update BEFORE UPDATE ON audit_event "
+        "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END",
+        "CREATE TRIGGER audit_event_no_delete BEFORE DELETE ON audit_event "
+        "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION audit_event_append_only() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_event is append-only'; END $$",
+        "CREATE TRIGGER audit_event_no_change BEFORE UPDATE OR DELETE ON audit_event "
+        "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()",
+    ],
+}
+
+
+@event.listens_for(AuditEvent.__table__, "after_create")
+def _audit_append_only(target, connection, **_kw) -> None:
+    for statement in AUDIT_APPEND_ONLY_DDL.get(connection.dialect.name, []):
+        connection.exec_driver_sql(statement)

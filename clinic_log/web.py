@@ -62,29 +62,43 @@ def register_blueprints(app: Flask) -> None:
     app.url_map.converters["id"] = IdConverter
     from .admin import bp as admin_bp
     from .assessments import bp as assessments_bp
+    from .auditlog import bp as auditlog_bp
     from .auth import bp as auth_bp
     from .charts import bp as charts_bp
     from .dashboard import bp as dashboard_bp
     from .patients import bp as patients_bp
+    from .review import bp as review_bp
 
-    blueprints = (auth_bp, patients_bp, assessments_bp, charts_bp, dashboard_bp, admin_bp)
+    blueprints = (
+        auth_bp,
+        patients_bp,
+        assessments_bp,
+        charts_bp,
+        dashboard_bp,
+        review_bp,
+        auditlog_bp,
+        admin_bp,
+    )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(CSRFError)
-    def csrf_error(error):
-        view = app.view_functions.get(request.endpoint or "")
-        if request.method == "POST" and getattr(view, "redisplay_on_csrf_error", False):
-            return view(**(request.view_args or {}))
-        return render_template("errors/csrf.html", reason=error.description), 400
-
     @app.errorhandler(HTTPException)
     def http_error(error):
         if error.code is None or error.code < 400:
             return error
         return render_template("errors/http.html", error=error), error.code
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error):
+        view = app.view_functions.get(request.endpoint or "")
+        if request.method == "POST" and getattr(view, "redisplay_on_csrf_error", False):
+            try:
+                return view(**(request.view_args or {}))
+            except HTTPException as refused:  # the view's own 403/404: no error handler runs here
+                return http_error(refused)
+        return render_template("errors/csrf.html", reason=error.description), 400
 
     @app.errorhandler(Exception)
     def unexpected_error(error):

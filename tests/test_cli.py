@@ -179,9 +179,30 @@ def test_audit_verify_passes_on_an_intact_chain(runner, world):
 
 
 def _tamper(app, sql):
+    """Change the audit table the way only a database owner could: around the triggers."""
     with app.app_context():
         with db.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execute(text("DROP TRIGGER audit_event_no_update"))
+                conn.execute(text("DROP TRIGGER audit_event_no_delete"))
+            else:
+                conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER USER"))
             conn.execute(text(sql))
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER USER"))
+
+
+@pytest.mark.parametrize(
+    "sql", ["UPDATE audit_event SET reason = 'x'", "DELETE FROM audit_event WHERE id = 1"]
+)
+def test_the_database_refuses_to_change_audit_events(app, world, sql):
+    from sqlalchemy.exc import DBAPIError
+
+    with app.app_context():
+        with pytest.raises(DBAPIError, match="append-only"):
+            with db.engine.begin() as conn:
+                conn.execute(text(sql))
+        assert db.session.scalar(select(func.count(AuditEvent.id))) > 0
 
 
 def test_audit_verify_catches_an_altered_event(runner, app, world):

@@ -875,7 +875,7 @@ def test_patient_page_shows_episodes_and_timeline_newest_first(world, ids, add_a
     assert rows[1][3] == "No published band"
     assert rows[2][3] == "Mild"
     assert [row[4] for row in rows] == ["Sup.North", "Clin.North", "Clin.North"]
-    assert [row[5] for row in rows] == ["active"] * 3
+    assert [row[5] for row in rows] == ["Not yet reviewed"] * 3
 
 
 def test_patient_page_times_in_new_york_and_empty_timeline(world, ids, add_assessment, login):

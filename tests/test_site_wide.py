@@ -85,15 +85,34 @@ def test_anonymous_visitor_reaches_nothing_but_the_login_page(app, browser, worl
             assert response.headers["Location"].startswith("/login"), url
 
 
-def test_every_post_route_refuses_a_missing_csrf_token(app, browser, world):
-    browser.login("clin.north")
-    for rule in app.url_map.iter_rules():
-        if "POST" in rule.methods:
-            response = browser.client.post(_concrete(rule), data={})
-            assert response.status_code in (400, 422), rule.rule
-            assert "csrf" in response.get_data(as_text=True).lower() or "expired" in (
-                response.get_data(as_text=True).lower()
-            ), rule.rule
+def test_every_post_route_refuses_a_missing_csrf_token(app, make_browser, world, add_assessment):
+    from sqlalchemy import func, select
+
+    from clinic_log.extensions import db
+    from clinic_log.models import Assessment, Episode, Patient, Signature
+
+    add_assessment(world["patient_n"], world["clin_n"])
+
+    def counts():
+        with app.app_context():
+            return [
+                db.session.scalar(select(func.count()).select_from(model))
+                for model in (Patient, Episode, Assessment, Signature)
+            ] + [db.session.scalar(select(func.max(Assessment.version)))]
+
+    for username in ("clin.north", "sup.north"):
+        browser = make_browser()
+        browser.login(username)
+        for rule in app.url_map.iter_rules():
+            if "POST" not in rule.methods or rule.endpoint == "auth.logout":
+                continue
+            before = counts()
+            response = browser.client.post(_concrete(rule), data={"password": "x"})
+            assert response.status_code in (400, 403, 404, 422), (username, rule.rule)
+            if response.status_code in (400, 422):
+                text = response.get_data(as_text=True).lower()
+                assert "csrf" in text or "expired" in text, (username, rule.rule)
+            assert counts() == before, (username, rule.rule)
 
 
 @pytest.mark.parametrize("url", ["/login", "/patients/", "/nowhere", "/static/style.css"])

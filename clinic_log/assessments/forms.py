@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, Optional, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from ..forms import (
     BaseForm,
@@ -17,6 +17,7 @@ from ..forms import (
     refuse_control_characters,
 )
 from ..scales import NOT_ASSESSED_REASONS, Item, Scale
+from .services import VOID_REASONS
 
 NOT_ASSESSED_PREFIX = "na:"
 NOTES_MAX_LENGTH = 2000
@@ -173,3 +174,45 @@ def assessment_form_class(scale: Scale) -> type[AssessmentForm]:
             )
         fields[item.key] = ScoreField(item.label, item=item)
     return type(f"{scale.key.title().replace('_', '')}Form", (AssessmentForm,), fields)
+
+
+class ChangeReasonMixin:
+    reason = TextAreaField(
+        "Reason for the change",
+        filters=[normalise_newlines],
+        validators=[
+            DataRequired("Give the reason for this change."),
+            Length(max=2000),
+            refuse_control_characters,
+        ],
+    )
+    # The version the form was opened on: a save against a newer version is a conflict.
+    version = HiddenField()
+
+
+@lru_cache(maxsize=64)
+def amend_form_class(scale: Scale) -> type[AssessmentForm]:
+    """The entry form of the scale, plus the reason and the version being corrected."""
+    return type(
+        f"Amend{assessment_form_class(scale).__name__}",
+        (ChangeReasonMixin, assessment_form_class(scale)),
+        {},
+    )
+
+
+class VoidForm(BaseForm):
+    reason_code = SingleRadioField(
+        "Why is this entry void?",
+        choices=[SelectChoice(code, text) for code, text in VOID_REASONS.items()],
+        validators=[InputRequired("Choose why this entry is void.")],
+    )
+    reason = TextAreaField(
+        "Details (required for 'Other')",
+        filters=[normalise_newlines],
+        validators=[Optional(), Length(max=2000), refuse_control_characters],
+    )
+    version = HiddenField()
+
+    def validate_reason(self, field):
+        if self.reason_code.data == "other" and not field.data:
+            raise ValidationError("Say why this entry is void.")

@@ -1,16 +1,31 @@
-"""Recording assessments: the rules for when an entry is acceptable, and how it is scored."""
+"""Recording, amending and voiding assessments: when an entry is acceptable, how it is scored,
+and who may change what. Nothing is overwritten: an amendment is a new row that replaces the
+old one (which becomes ``amended``), a void keeps the row with its reason."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from .. import audit
 from ..database import begin_write, now_utc
 from ..extensions import db
-from ..models import Assessment, AssessmentStatus, Episode, ItemScore, Patient, User
+from ..models import (
+    Assessment,
+    AssessmentStatus,
+    Episode,
+    ItemScore,
+    Patient,
+    Role,
+    Signature,
+    User,
+)
+from ..scale_registry import get_scale
 from ..scales import NOT_ASSESSED_REASONS, Scale, ScoreError
 from ..timeutil import implausible_time
 
@@ -18,6 +33,13 @@ _KEY_REUSED = (
     "This form was already used for another entry. Nothing was saved: check the answers "
     "below and save again."
 )
+REASON_MAX_LENGTH = 2000
+VOID_REASONS = {
+    "entered_in_error": "Entered in error",
+    "wrong_patient": "Recorded for the wrong patient",
+    "duplicate": "Duplicate of another entry",
+    "other": "Other (explain below)",
+}
 
 
 class EntryError(ValueError):
@@ -27,6 +49,29 @@ class EntryError(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class ChangeNotAllowed(PermissionError):
+    """The user may not amend or void this entry (403)."""
+
+
+class EditConflict(RuntimeError):
+    """The entry changed since the form was opened; ``current`` is what it is now."""
+
+    def __init__(self, current: Assessment):
+        super().__init__("This entry changed while you were editing — review the new version.")
+        self.current = current
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What a form gives for one version of an assessment."""
+
+    scores: dict[str, int | None]
+    observed_at: datetime
+    notes: str = ""
+    not_assessed_reasons: dict[str, str] | None = None
+    measured_values: dict[str, int] | None = None
 
 
 def observed_at_problem(observed_at: datetime, episode: Episode, now: datetime) -> str | None:
@@ -54,6 +99,75 @@ def find_submission(submission_key: str | None, user: User, patient: Patient) ->
     )
 
 
+def _build_version(
+    user: User, patient: Patient, episode: Episode, scale: Scale, answers: Answers
+) -> Assessment:
+    """Check and score one version of an assessment; the row is not added to the session.
+
+    :raise EntryError: an implausible time, a score the scale does not allow, a not-assessed
+        item without a known reason, or a measured value that contradicts its score.
+    """
+    problem = observed_at_problem(answers.observed_at, episode, now_utc())
+    if problem:
+        raise EntryError("observed_at", problem)
+    reasons = answers.not_assessed_reasons or {}
+    measured = answers.measured_values or {}
+    for key, score in answers.scores.items():
+        if score is None and reasons.get(key) not in NOT_ASSESSED_REASONS:
+            raise EntryError(key, "Say why this item was not assessed.")
+    try:
+        result = scale.score(answers.scores)
+    except ScoreError as exc:
+        raise EntryError(exc.item_key, exc.message) from exc
+    for key, value in measured.items():
+        item = scale.item(key)
+        if item.measurement is None or item.measurement.points_for(value) != answers.scores[key]:
+            raise EntryError(key, "The measured value does not match the score.")
+    assessment = Assessment(
+        patient=patient,
+        episode=episode,
+        scale_key=scale.key,
+        scale_version=scale.version,
+        observed_at=answers.observed_at,
+        recorded_by=user,
+        total=result.total,
+        complete=result.complete,
+        band=result.band_label,
+        notes=answers.notes or "",
+        status=AssessmentStatus.ACTIVE,
+    )
+    assessment.item_scores = [
+        ItemScore(
+            item_key=item.key,
+            position=position,
+            score=answers.scores[item.key],
+            not_assessed_reason=reasons.get(item.key) if answers.scores[item.key] is None else None,
+            measured_value=measured.get(item.key),
+        )
+        for position, item in enumerate(scale.items)
+    ]
+    return assessment
+
+
+def _audit_details(assessment: Assessment) -> dict:
+    return {
+        "scale": assessment.scale_key,
+        "scale_version": assessment.scale_version,
+        "observed_at": assessment.observed_at.isoformat(),
+        "total": assessment.total,
+        "complete": assessment.complete,
+        "band": assessment.band,
+        "notes": assessment.notes,
+        "items": {
+            s.item_key: s.score if s.score is not None else f"not assessed: {s.not_assessed_reason}"
+            for s in assessment.item_scores
+        },
+        "measured": {
+            s.item_key: s.measured_value for s in assessment.item_scores if s.measured_value
+        },
+    }
+
+
 def record_assessment(
     user: User,
     patient: Patient,
@@ -75,14 +189,6 @@ def record_assessment(
     episode = patient.open_episode
     if episode is None:
         raise EntryError(None, "This patient has no open episode; open one first.")
-    problem = observed_at_problem(observed_at, episode, now_utc())
-    if problem:
-        raise EntryError("observed_at", problem)
-    reasons = not_assessed_reasons or {}
-    measured = measured_values or {}
-    for key, score in scores.items():
-        if score is None and reasons.get(key) not in NOT_ASSESSED_REASONS:
-            raise EntryError(key, "Say why this item was not assessed.")
     if submission_key:
         taken = db.session.scalar(
             select(Assessment).where(Assessment.submission_key == submission_key)
@@ -91,39 +197,9 @@ def record_assessment(
             if taken.recorded_by_id == user.id and taken.patient_id == patient.id:
                 return taken  # the same form sent twice: it is already saved
             raise EntryError(None, _KEY_REUSED)
-    try:
-        result = scale.score(scores)
-    except ScoreError as exc:
-        raise EntryError(exc.item_key, exc.message) from exc
-    for key, value in measured.items():
-        item = scale.item(key)
-        if item.measurement is None or item.measurement.points_for(value) != scores[key]:
-            raise EntryError(key, "The measured value does not match the score.")
-
-    assessment = Assessment(
-        patient=patient,
-        episode=episode,
-        scale_key=scale.key,
-        scale_version=scale.version,
-        observed_at=observed_at,
-        recorded_by=user,
-        total=result.total,
-        complete=result.complete,
-        band=result.band_label,
-        notes=notes or "",
-        status=AssessmentStatus.ACTIVE,
-        submission_key=submission_key or None,
-    )
-    assessment.item_scores = [
-        ItemScore(
-            item_key=item.key,
-            position=position,
-            score=scores[item.key],
-            not_assessed_reason=reasons.get(item.key) if scores[item.key] is None else None,
-            measured_value=measured.get(item.key),
-        )
-        for position, item in enumerate(scale.items)
-    ]
+    answers = Answers(scores, observed_at, notes, not_assessed_reasons, measured_values)
+    assessment = _build_version(user, patient, episode, scale, answers)
+    assessment.submission_key = submission_key or None
     db.session.add(assessment)
     try:
         db.session.flush()
@@ -141,19 +217,229 @@ def record_assessment(
         entity_id=assessment.id,
         site_id=patient.site_id,
         patient_id=patient.id,
-        details={
-            "scale": scale.key,
-            "scale_version": scale.version,
-            "observed_at": observed_at.isoformat(),
-            "total": result.total,
-            "complete": result.complete,
-            "band": result.band_label,
-            "items": {
-                key: (value if value is not None else f"not assessed: {reasons[key]}")
-                for key, value in scores.items()
-            },
-            "measured": measured,
-        },
+        details=_audit_details(assessment),
     )
     db.session.commit()
     return assessment
+
+
+def may_change(user: User, assessment: Assessment) -> bool:
+    """Clinicians amend and void their own entries; supervisors any entry at their sites."""
+    if assessment.patient.site_id not in user.site_ids:
+        return False
+    if user.role == Role.SUPERVISOR:
+        return True
+    return user.role == Role.CLINICIAN and assessment.recorded_by_id == user.id
+
+
+def _check_change(user: User, assessment: Assessment, expected_version: int, reason: str) -> None:
+    if not may_change(user, assessment):
+        raise ChangeNotAllowed("Only the clinician who recorded it or a supervisor may change it.")
+    if assessment.status != AssessmentStatus.ACTIVE or assessment.version != expected_version:
+        raise EditConflict(current_version_of(assessment))
+    if not reason or not reason.strip():
+        raise EntryError("reason", "Give the reason for this change.")
+    if len(reason) > REASON_MAX_LENGTH:
+        raise EntryError("reason", f"The reason can be at most {REASON_MAX_LENGTH} characters.")
+
+
+def current_version_of(assessment: Assessment) -> Assessment:
+    """Follow amendments forward to the version that replaced this one last."""
+    current = assessment
+    while current.status == AssessmentStatus.AMENDED:
+        newer = db.session.scalar(select(Assessment).where(Assessment.replaces_id == current.id))
+        if newer is None:
+            break
+        current = newer
+    return current
+
+
+def amend_assessment(
+    user: User,
+    assessment: Assessment,
+    expected_version: int,
+    answers: Answers,
+    reason: str,
+    submission_key: str | None = None,
+) -> Assessment:
+    """Replace an active entry by a corrected one; the old row becomes ``amended``.
+
+    A signature on the old version is invalidated ("invalidated by amendment") and kept; the
+    new version is unreviewed, so it returns to the review queue.
+
+    :raise ChangeNotAllowed: not the recorder and not a supervisor of the site.
+    :raise EditConflict: the entry changed (amended, voided, signed) since the form opened.
+    :raise EntryError: no reason, or answers the scale or the episode do not allow.
+    """
+    begin_write(db.session)
+    db.session.refresh(assessment)
+    _check_change(user, assessment, expected_version, reason)
+    scale_obj = _scale(assessment.scale_key)
+    replacement = _build_version(user, assessment.patient, assessment.episode, scale_obj, answers)
+    replacement.replaces_id = assessment.id
+    replacement.submission_key = submission_key or None
+    assessment.status = AssessmentStatus.AMENDED
+    assessment.status_reason = reason.strip()
+    db.session.add(replacement)
+    try:
+        db.session.flush()
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise EditConflict(current_version_of(assessment)) from exc
+    invalidated = _invalidate_signatures(assessment, replacement)
+    audit.record(
+        "assessment_amend",
+        user=user,
+        entity="assessment",
+        entity_id=replacement.id,
+        site_id=assessment.patient.site_id,
+        patient_id=assessment.patient_id,
+        reason=reason.strip(),
+        details={
+            "replaces": assessment.id,
+            "before": _audit_details(assessment),
+            "after": _audit_details(replacement),
+            "signatures_invalidated": invalidated,
+        },
+    )
+    db.session.commit()
+    return replacement
+
+
+def void_assessment(
+    user: User, assessment: Assessment, expected_version: int, reason_code: str, reason: str
+) -> Assessment:
+    """Mark an active entry void: it stays readable and leaves charts and default exports.
+
+    :raise ChangeNotAllowed: not the recorder and not a supervisor of the site.
+    :raise EditConflict: the entry changed since the form opened.
+    :raise EntryError: no or unknown reason.
+    """
+    begin_write(db.session)
+    db.session.refresh(assessment)
+    if reason_code not in VOID_REASONS:
+        raise EntryError("reason_code", "Choose why this entry is void.")
+    text = VOID_REASONS[reason_code] if reason_code != "other" else ""
+    detail = (reason or "").strip()
+    full_reason = f"{text}: {detail}" if text and detail else (text or detail)
+    _check_change(user, assessment, expected_version, full_reason)
+    assessment.status = AssessmentStatus.VOIDED
+    assessment.status_reason = full_reason
+    try:
+        db.session.flush()
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise EditConflict(current_version_of(assessment)) from exc
+    invalidated = _invalidate_signatures(assessment, None)
+    audit.record(
+        "assessment_void",
+        user=user,
+        entity="assessment",
+        entity_id=assessment.id,
+        site_id=assessment.patient.site_id,
+        patient_id=assessment.patient_id,
+        reason=full_reason,
+        details={"reason_code": reason_code, "signatures_invalidated": invalidated},
+    )
+    db.session.commit()
+    return assessment
+
+
+def _invalidate_signatures(old: Assessment, replacement: Assessment | None) -> list[int]:
+    signatures = db.session.scalars(
+        select(Signature).where(
+            Signature.assessment_id == old.id, Signature.invalidated_at.is_(None)
+        )
+    ).all()
+    for signature in signatures:
+        signature.invalidated_at = now_utc()
+        signature.invalidated_by_id = replacement.id if replacement is not None else None
+    return [signature.id for signature in signatures]
+
+
+def history(assessment: Assessment) -> list[Assessment]:
+    """Every version of this entry, oldest first (the chain of ``replaces`` links)."""
+    first = assessment
+    while first.replaces_id is not None:
+        first = db.session.get(Assessment, first.replaces_id)
+    chain = [first]
+    while chain[-1].status == AssessmentStatus.AMENDED:
+        newer = db.session.scalar(select(Assessment).where(Assessment.replaces_id == chain[-1].id))
+        if newer is None:
+            break
+        chain.append(newer)
+    return chain
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    item_key: str
+    before: str
+    after: str
+
+
+def changes_between(old: Assessment, new: Assessment) -> list[ItemChange]:
+    """What differs between two versions: item answers, observed time and notes."""
+
+    def answer(score: ItemScore | None) -> str:
+        if score is None:
+            return ""
+        if score.score is None:
+            return f"not assessed ({NOT_ASSESSED_REASONS.get(score.not_assessed_reason, '?')})"
+        measured = f" ({score.measured_value})" if score.measured_value is not None else ""
+        return f"{score.score}{measured}"
+
+    before = {s.item_key: s for s in old.item_scores}
+    after = {s.item_key: s for s in new.item_scores}
+    changes = [
+        ItemChange(key, answer(before.get(key)), answer(after.get(key)))
+        for key in dict.fromkeys([*before, *after])
+        if answer(before.get(key)) != answer(after.get(key))
+    ]
+    if old.observed_at != new.observed_at:
+        changes.append(
+            ItemChange("observed_at", old.observed_at.isoformat(), new.observed_at.isoformat())
+        )
+    if old.notes != new.notes:
+        changes.append(ItemChange("notes", old.notes, new.notes))
+    return changes
+
+
+def fingerprint(assessment: Assessment) -> str:
+    """A hash of exactly this version's content: what a signature says was reviewed."""
+    content = {
+        "id": assessment.id,
+        "patient_id": assessment.patient_id,
+        "episode_id": assessment.episode_id,
+        "scale": [assessment.scale_key, assessment.scale_version],
+        "observed_at": assessment.observed_at.isoformat(),
+        "recorded_at": assessment.recorded_at.isoformat(),
+        "recorded_by_id": assessment.recorded_by_id,
+        "total": assessment.total,
+        "complete": assessment.complete,
+        "band": assessment.band,
+        "notes": assessment.notes,
+        "items": [
+            [s.item_key, s.score, s.not_assessed_reason, s.measured_value]
+            for s in sorted(assessment.item_scores, key=lambda s: s.position)
+        ],
+    }
+    return hashlib.sha256(audit.canonical_json(content).encode("utf-8")).hexdigest()
+
+
+def _scale(key: str) -> Scale:
+    scale = get_scale(key)
+    if scale is None:
+        raise EntryError(None, f"The scale {key!r} is no longer installed; it cannot be amended.")
+    return scale
+
+
+def changes_since_review(versions: list[Assessment]) -> tuple[Signature, list[ItemChange]] | None:
+    """For a chain whose latest version replaced a signed one: the last signature and what
+    changed between the version it signed and the current version."""
+    current = versions[-1]
+    for version in reversed(versions[:-1]):
+        signed = [s for s in version.signatures if s.invalidated_at is not None]
+        if signed:
+            return signed[-1], changes_between(version, current)
+    return None

@@ -3,13 +3,16 @@ from uuid import uuid4
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ..auth.guards import clinical_required, load_assessment, load_patient
+from ..auth.guards import clinical_required, load_assessment, load_patient, refuse, role_required
 from ..database import now_utc
 from ..forms import local_field_to_utc, redisplay_on_csrf_error
+from ..models import AssessmentStatus, Role
+from ..review import services as review
+from ..review.forms import SignForm
 from ..scale_registry import get_scale
 from ..timeutil import to_local
 from . import bp, services
-from .forms import assessment_form_class
+from .forms import NOT_ASSESSED_PREFIX, VoidForm, amend_form_class, assessment_form_class
 
 
 @bp.route("/patients/<id:patient_id>/assessments/new/<scale_key>", methods=["GET", "POST"])
@@ -81,7 +84,178 @@ def new(patient_id: int, scale_key: str):
 @bp.route("/assessments/<id:assessment_id>")
 @clinical_required
 def show(assessment_id: int):
-    """One assessment: its total, band or "incomplete", and every item as recorded."""
+    """One assessment: its total, band or "incomplete", every item, its review and status."""
+    return _show(load_assessment(assessment_id))
+
+
+def _show(assessment, void_form=None, sign_form=None):
+    if void_form is None:
+        void_form = VoidForm(version=str(assessment.version), formdata=None)
+    if sign_form is None:
+        sign_form = SignForm(version=str(assessment.version), formdata=None)
+    return render_template(
+        "assessments/show.html",
+        assessment=assessment,
+        scale=get_scale(assessment.scale_key),
+        may_change=services.may_change(current_user, assessment),
+        void_form=void_form,
+        sign_form=sign_form,
+    )
+
+
+def _prefill(form, assessment, tz: str) -> None:
+    """Fill an amend form with the version being corrected."""
+    for score in assessment.item_scores:
+        if score.item_key not in form:
+            continue
+        form[score.item_key].data = (
+            str(score.score)
+            if score.score is not None
+            else NOT_ASSESSED_PREFIX + (score.not_assessed_reason or "")
+        )
+        item = form[score.item_key].item
+        if item.measurement is not None and score.measured_value is not None:
+            form[item.measurement.key].data = str(score.measured_value)
+    form.observed_at.data = to_local(assessment.observed_at, tz).replace(tzinfo=None)
+    form.notes.data = assessment.notes
+    form.version.data = str(assessment.version)
+
+
+def _version(raw) -> int:
+    return int(raw) if isinstance(raw, str) and raw.isdigit() and len(raw) < 10 else -1
+
+
+@bp.route("/assessments/<id:assessment_id>/amend", methods=["GET", "POST"])
+@redisplay_on_csrf_error
+@clinical_required
+def amend(assessment_id: int):
+    """Correct an entry: a new version replaces it, with a reason; the old one stays."""
     assessment = load_assessment(assessment_id)
     scale = get_scale(assessment.scale_key)
-    return render_template("assessments/show.html", assessment=assessment, scale=scale)
+    if scale is None:
+        abort(404)
+    already_saved = services.find_submission(
+        request.form.get("submission_key", "")[:64], current_user, assessment.patient
+    )
+    if already_saved is not None:
+        return redirect(url_for("assessments.show", assessment_id=already_saved.id))
+    if not services.may_change(current_user, assessment):
+        refuse(403, entity="assessment", entity_id=assessment.id)
+    tz = assessment.patient.site.timezone
+    form = amend_form_class(scale)()
+    if request.method == "GET":
+        if assessment.status != AssessmentStatus.ACTIVE:
+            return _conflict(assessment, None, scale)
+        _prefill(form, assessment, tz)
+        form.submission_key.data = uuid4().hex
+        return _amend_page(form, scale, assessment)
+
+    valid = form.validate_on_submit()
+    observed_at = None if form.observed_at.errors else local_field_to_utc(form, "observed_at", tz)
+    if valid and observed_at is not None:
+        scores, reasons, measured = form.answers()
+        answers = services.Answers(scores, observed_at, form.notes.data, reasons, measured)
+        try:
+            replacement = services.amend_assessment(
+                current_user,
+                assessment,
+                _version(form.version.data),
+                answers,
+                form.reason.data,
+                submission_key=form.submission_key_value,
+            )
+        except services.EditConflict as conflict:
+            return _conflict(conflict.current, form, scale)
+        except services.ChangeNotAllowed:
+            refuse(403, entity="assessment", entity_id=assessment.id)
+        except services.EntryError as error:
+            (form[error.field].errors if error.field else form.form_errors).append(error.message)
+        else:
+            flash("Amendment saved. The earlier version is kept in the history.", "success")
+            return redirect(url_for("assessments.show", assessment_id=replacement.id))
+    return _amend_page(form, scale, assessment), 422
+
+
+def _amend_page(form, scale, assessment):
+    return render_template(
+        "assessments/amend.html",
+        form=form,
+        scale=scale,
+        assessment=assessment,
+        patient=assessment.patient,
+        episode=assessment.episode,
+    )
+
+
+def _conflict(current, form, scale):
+    """409: the entry changed under the user. Show the new version and keep their input."""
+    return render_template(
+        "assessments/conflict.html", current=current, form=form, scale=scale
+    ), 409
+
+
+@bp.route("/assessments/<id:assessment_id>/void", methods=["POST"])
+@redisplay_on_csrf_error
+@clinical_required
+def void(assessment_id: int):
+    """Mark an entry void with a reason; it stays readable in the history."""
+    assessment = load_assessment(assessment_id)
+    if not services.may_change(current_user, assessment):
+        refuse(403, entity="assessment", entity_id=assessment.id)
+    form = VoidForm()
+    if form.validate_on_submit():
+        try:
+            services.void_assessment(
+                current_user,
+                assessment,
+                _version(form.version.data),
+                form.reason_code.data,
+                form.reason.data,
+            )
+        except services.EditConflict as conflict:
+            return _conflict(conflict.current, None, get_scale(assessment.scale_key))
+        except services.EntryError as error:
+            (form[error.field].errors if error.field else form.form_errors).append(error.message)
+        else:
+            flash("The entry is now void. It stays in the history.", "success")
+            return redirect(url_for("assessments.show", assessment_id=assessment.id))
+    return _show(assessment, void_form=form), 422
+
+
+@bp.route("/assessments/<id:assessment_id>/history")
+@clinical_required
+def history(assessment_id: int):
+    """Every version of an entry: who, when, why, and what changed."""
+    assessment = load_assessment(assessment_id)
+    versions = services.history(assessment)
+    steps = [
+        (version, services.changes_between(previous, version) if previous else [])
+        for previous, version in zip([None, *versions[:-1]], versions, strict=True)
+    ]
+    return render_template(
+        "assessments/history.html",
+        assessment=assessment,
+        steps=steps,
+        since_review=services.changes_since_review(versions),
+        scale=get_scale(assessment.scale_key),
+    )
+
+
+@bp.route("/assessments/<id:assessment_id>/sign", methods=["POST"])
+@redisplay_on_csrf_error
+@role_required(Role.SUPERVISOR)
+def sign(assessment_id: int):
+    """Sign one entry off as reviewed (an electronic signature: password again)."""
+    assessment = load_assessment(assessment_id)
+    form = SignForm()
+    if form.validate_on_submit():
+        try:
+            review.sign_assessment(
+                current_user, assessment, form.password.data, _version(form.version.data)
+            )
+        except review.ReviewError as error:
+            (form[error.field].errors if error.field else form.form_errors).append(error.message)
+        else:
+            flash("Signed off as reviewed.", "success")
+            return redirect(url_for("assessments.show", assessment_id=assessment.id))
+    return _show(assessment, sign_form=form), 422

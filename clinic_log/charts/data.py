@@ -7,6 +7,7 @@ the history). Each query here is one round trip, however many points a chart has
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -31,6 +32,7 @@ RENDERER_VERSION = "1"
 DOMAIN_SCALE = "symptom_nrs"
 DOMAIN_ITEMS = ("anxiety", "aches", "insomnia", "irritability")
 X_MODES = ("time", "hours")
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 class ChartRequestError(ValueError):
@@ -76,11 +78,14 @@ def parse_window(start: str | None, end: str | None, tz_name: str) -> Window:
 def _parse_date(raw: str | None, name: str) -> date | None:
     if not raw:
         return None
-    try:
-        parsed = date.fromisoformat(raw)
-    except ValueError:
-        parsed = None
-    if parsed is None or len(raw) != 10 or not 2000 <= parsed.year <= 2100:
+    parsed = None
+    # fromisoformat alone would also take week dates such as 2026-W01-1.
+    if _ISO_DATE.match(raw):
+        try:
+            parsed = date.fromisoformat(raw)
+        except ValueError:
+            parsed = None
+    if parsed is None or not 2000 <= parsed.year <= 2100:
         raise ChartRequestError(f"The {name} date must look like 2026-03-04.")
     return parsed
 
@@ -233,8 +238,10 @@ def shared_window(patient: Patient, window: Window) -> Window:
     if first is None:
         return window
     tz = zone(patient.site.timezone)
-    start = window.start_date or first.astimezone(tz).date()
-    end = window.end_date or max(last.astimezone(tz).date(), start)
+    end = window.end_date or last.astimezone(tz).date()
+    # An end before the first entry is an empty range, not a reversed one.
+    start = window.start_date or min(first.astimezone(tz).date(), end)
+    end = max(end, start)
     return parse_window(start.isoformat(), end.isoformat(), patient.site.timezone)
 
 
@@ -262,3 +269,13 @@ def domain_table(rows: list[Assessment]) -> list[tuple[datetime, dict[str, int |
         (a.observed_at, {s.item_key: s.score for s in a.item_scores if s.item_key in DOMAIN_ITEMS})
         for a in rows
     ]
+
+
+def unreviewed_count(patient: Patient) -> int:
+    return db.session.scalar(
+        select(func.count(Assessment.id)).where(
+            Assessment.patient_id == patient.id,
+            Assessment.status == AssessmentStatus.ACTIVE,
+            Assessment.reviewed_at.is_(None),
+        )
+    )

@@ -1,8 +1,15 @@
 from collections.abc import Callable
+from datetime import datetime
 
-from flask import Response, abort, current_app, render_template, request
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
-from ..auth.guards import clinical_required, load_patient
+from ..auth.guards import clinical_required, load_patient, role_required
+from ..database import now_utc
+from ..forms import redisplay_on_csrf_error
+from ..models import Role
+from ..review import services as review
+from ..review.forms import SignTrendForm
 from ..scale_registry import get_scale, scales
 from . import bp, data
 from .cache import ChartCache
@@ -113,7 +120,11 @@ def domains(patient_id: int, fmt: str):
 @clinical_required
 def tracker(patient_id: int):
     """Every scale the patient has, stacked on one time range, each with its numbers."""
-    patient = load_patient(patient_id)
+    return render_tracker(load_patient(patient_id))
+
+
+def render_tracker(patient, sign_form=None, status: int = 200):
+    """The tracker page; the review blueprint re-renders it with a sign-off form's errors."""
     try:
         window = data.parse_window(
             request.args.get("start"), request.args.get("end"), patient.site.timezone
@@ -134,7 +145,10 @@ def tracker(patient_id: int):
             continue
         series = data.trend_series(patient, scale, window, x_mode, rows, starts)
         sections.append({"scale": scale, "rows": rows, "summary": summarise(series)})
-    status = 400 if error else 200
+    if error:
+        status = 400
+    if sign_form is None:
+        sign_form = SignTrendForm(up_to=now_utc().isoformat(), formdata=None)
     return render_template(
         "charts/tracker.html",
         patient=patient,
@@ -144,4 +158,40 @@ def tracker(patient_id: int):
         error=error,
         domain_rows=data.domain_table(rows_by_scale.get(data.DOMAIN_SCALE, [])),
         domain_items=data.DOMAIN_ITEMS,
+        sign_form=sign_form,
+        unreviewed=data.unreviewed_count(patient),
     ), status
+
+
+@bp.route("/patients/<id:patient_id>/tracker/sign", methods=["POST"])
+@redisplay_on_csrf_error
+@role_required(Role.SUPERVISOR)
+def sign_trend(patient_id: int):
+    """Sign off a patient's whole trend as "reviewed up to now", in one action."""
+    patient = load_patient(patient_id)
+    form = SignTrendForm()
+    if form.validate_on_submit():
+        try:
+            count = review.sign_patient_trend(
+                current_user, patient, form.password.data, _opened_at(form.up_to.data)
+            )
+        except review.ReviewError as error:
+            (form[error.field].errors if error.field else form.form_errors).append(error.message)
+        else:
+            flash(
+                f"Signed off {count} {'entry' if count == 1 else 'entries'} as reviewed."
+                if count
+                else "Nothing to sign: every entry you may sign is already reviewed.",
+                "success",
+            )
+            return redirect(url_for("charts.tracker", patient_id=patient.id))
+    return render_tracker(patient, sign_form=form, status=422)
+
+
+def _opened_at(raw: str | None) -> datetime:
+    """When the trend page was opened (entries recorded later are not signed unseen)."""
+    try:
+        value = datetime.fromisoformat(raw or "")
+    except ValueError:
+        return now_utc()
+    return min(value, now_utc()) if value.tzinfo is not None else now_utc()

@@ -1,0 +1,57 @@
+"""What a supervisor may read of the audit trail: the events of their sites, and the logins
+and logouts of the people who work there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+
+from ..extensions import db
+from ..models import AuditEvent, Patient, User, user_site
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    patient: str | None = None  # identifier, exact within the supervisor's sites
+    username: str | None = None
+    action: str | None = None
+    start: datetime | None = None  # UTC, inclusive
+    end: datetime | None = None  # UTC, exclusive
+
+
+def visible_events(user: User, filters: AuditFilter):
+    """A select of the events this supervisor may see, newest first, filtered."""
+    site_ids = user.site_ids
+    colleagues = select(user_site.c.user_id).where(user_site.c.site_id.in_(site_ids))
+    stmt = (
+        select(AuditEvent)
+        .where(
+            or_(
+                AuditEvent.site_id.in_(site_ids),
+                and_(AuditEvent.site_id.is_(None), AuditEvent.user_id.in_(colleagues)),
+            )
+        )
+        .order_by(AuditEvent.id.desc())
+    )
+    if filters.patient:
+        patient_ids = select(Patient.id).where(
+            Patient.site_id.in_(site_ids), Patient.identifier == filters.patient
+        )
+        stmt = stmt.where(AuditEvent.patient_id.in_(patient_ids))
+    if filters.username:
+        stmt = stmt.where(AuditEvent.username == filters.username.strip().lower())
+    if filters.action:
+        stmt = stmt.where(AuditEvent.action == filters.action)
+    if filters.start:
+        stmt = stmt.where(AuditEvent.at >= filters.start)
+    if filters.end:
+        stmt = stmt.where(AuditEvent.at < filters.end)
+    return stmt
+
+
+def known_actions() -> list[str]:
+    return list(
+        db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action))
+    )

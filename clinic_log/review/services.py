@@ -1,0 +1,186 @@
+"""Supervisor review: the queue of unreviewed entries and electronic sign-off.
+
+A sign-off is an electronic signature: the supervisor re-enters their password, and the
+signature keeps the printed name, the UTC time, the meaning ("reviewed") and a hash of the
+exact version signed. Nobody signs an entry they recorded themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload, selectinload
+from werkzeug.security import check_password_hash
+
+from .. import audit
+from ..assessments.services import fingerprint
+from ..database import begin_write, now_utc
+from ..extensions import db
+from ..models import Assessment, AssessmentStatus, Patient, Role, Signature, User
+
+MEANING = "reviewed"
+
+
+class ReviewError(ValueError):
+    """A sign-off refused by a rule; ``field`` names the form field for the message."""
+
+    def __init__(self, field: str | None, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    assessment: Assessment
+    own: bool  # recorded by the supervisor looking at the queue: someone else must sign
+    after_review: Signature | None  # an earlier version's signature this amendment invalidated
+
+
+def queue(
+    user: User, patient_id: int | None = None, scale_key: str | None = None, limit: int = 500
+) -> list[QueueEntry]:
+    """Unreviewed active entries at the user's sites, oldest observation first."""
+    stmt = (
+        select(Assessment)
+        .join(Assessment.patient)
+        .options(
+            joinedload(Assessment.patient).joinedload(Patient.site),
+            joinedload(Assessment.recorded_by),
+        )
+        .where(
+            Patient.site_id.in_(user.site_ids),
+            Assessment.status == AssessmentStatus.ACTIVE,
+            Assessment.reviewed_at.is_(None),
+        )
+        .order_by(Assessment.observed_at, Assessment.id)
+        .limit(limit)
+    )
+    if patient_id is not None:
+        stmt = stmt.where(Assessment.patient_id == patient_id)
+    if scale_key:
+        stmt = stmt.where(Assessment.scale_key == scale_key)
+    entries = db.session.scalars(stmt).unique().all()
+    replaced_ids = [a.replaces_id for a in entries if a.replaces_id is not None]
+    invalidated: dict[int, Signature] = {}
+    if replaced_ids:
+        for signature in db.session.scalars(
+            select(Signature)
+            .options(selectinload(Signature.signer))
+            .where(Signature.invalidated_by_id.in_([a.id for a in entries]))
+            .order_by(Signature.signed_at)
+        ):
+            invalidated[signature.invalidated_by_id] = signature
+    return [QueueEntry(a, a.recorded_by_id == user.id, invalidated.get(a.id)) for a in entries]
+
+
+def _check_signer(user: User, password: str) -> None:
+    if user.role != Role.SUPERVISOR:
+        raise ReviewError(None, "Only supervisors sign off entries.")
+    if not password or not check_password_hash(user.password_hash, password):
+        raise ReviewError("password", "That is not your password. Nothing was signed.")
+
+
+def _sign(user: User, assessment: Assessment, when: datetime) -> Signature:
+    signature = Signature(
+        assessment_id=assessment.id,
+        signer_id=user.id,
+        signer_name=user.display_name,
+        meaning=MEANING,
+        signed_at=when,
+        content_hash=fingerprint(assessment),
+    )
+    db.session.add(signature)
+    assessment.reviewed_by_id = user.id
+    assessment.reviewed_at = when
+    db.session.flush()
+    audit.record(
+        "assessment_review",
+        user=user,
+        entity="assessment",
+        entity_id=assessment.id,
+        site_id=assessment.patient.site_id,
+        patient_id=assessment.patient_id,
+        details={"signature": signature.id, "meaning": MEANING, "hash": signature.content_hash},
+    )
+    return signature
+
+
+def _refuse(user: User, assessment: Assessment | None, message: str, **details) -> None:
+    """Record a refused sign-off in its own transaction, then raise."""
+    db.session.rollback()
+    begin_write(db.session)
+    audit.record(
+        "review_refused",
+        user=user,
+        entity="assessment" if assessment else None,
+        entity_id=assessment.id if assessment else None,
+        site_id=assessment.patient.site_id if assessment else None,
+        patient_id=assessment.patient_id if assessment else None,
+        reason=message,
+        details=details,
+    )
+    db.session.commit()
+
+
+def sign_assessment(user: User, assessment: Assessment, password: str, expected_version: int):
+    """Sign off one entry as reviewed.
+
+    :raise ReviewError: wrong password, not a supervisor, the signer recorded it, it is not
+        active, it is already reviewed, or it changed since the page was opened.
+    """
+    begin_write(db.session)
+    db.session.refresh(assessment)
+    try:
+        _check_signer(user, password)
+        if assessment.patient.site_id not in user.site_ids:
+            raise ReviewError(None, "This entry is not at one of your sites.")
+        if assessment.recorded_by_id == user.id:
+            raise ReviewError(None, "You recorded this entry; another supervisor must sign it.")
+        if assessment.status != AssessmentStatus.ACTIVE:
+            raise ReviewError(None, f"This entry is {assessment.status}; sign its current version.")
+        if assessment.reviewed_at is not None:
+            raise ReviewError(None, "This entry has already been signed off.")
+        if assessment.version != expected_version:
+            raise ReviewError(None, "This entry changed while you were reviewing; look again.")
+    except ReviewError as error:
+        _refuse(user, assessment, error.message)
+        raise
+    signature = _sign(user, assessment, now_utc())
+    db.session.commit()
+    return signature
+
+
+def sign_patient_trend(user: User, patient: Patient, password: str, up_to: datetime) -> int:
+    """Sign off every unreviewed active entry of a patient recorded up to ``up_to`` (the time
+    the supervisor opened the trend), except the supervisor's own. Returns how many.
+
+    :raise ReviewError: wrong password or not a supervisor; nothing is signed.
+    """
+    begin_write(db.session)
+    try:
+        _check_signer(user, password)
+    except ReviewError as error:
+        _refuse(user, None, error.message, patient=patient.id)
+        raise
+    entries = db.session.scalars(
+        select(Assessment).where(
+            Assessment.patient_id == patient.id,
+            Assessment.status == AssessmentStatus.ACTIVE,
+            Assessment.reviewed_at.is_(None),
+            Assessment.recorded_by_id != user.id,
+            Assessment.recorded_at <= up_to,
+        )
+    ).all()
+    when = now_utc()
+    for assessment in entries:
+        _sign(user, assessment, when)
+    db.session.commit()
+    return len(entries)
+
+
+def signature_intact(signature: Signature) -> bool:
+    """True when the signed version still hashes to what was signed."""
+    return fingerprint(signature.assessment) == signature.content_hash
