@@ -13,6 +13,8 @@ from sqlalchemy import select
 from . import audit
 from .auth.services import AccountError, create_site, create_user
 from .demo import DEMO_LOGINS_FILE, load_demo
+from .exports import services as exports
+from .exports.csvwriter import csv_chunks
 from .extensions import db
 from .models import Role, User
 
@@ -103,5 +105,46 @@ def demo_command(if_empty: bool) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (sites_cli, users_cli, audit_cli, demo_command):
+    for command in (sites_cli, users_cli, audit_cli, demo_command, export_command):
         app.cli.add_command(command)
+
+
+@click.command("export")
+@click.option(
+    "--user", "username", required=True, help="Export as this user: their sites, audited."
+)
+@click.option("--site", default="", help="Site code (default: all the user's sites).")
+@click.option("--patient", default="", help="Patient number (as in /patients/<number>).")
+@click.option("--scale", default="", help="Scale key; required for the wide layout.")
+@click.option("--start", default="", help="First day, YYYY-MM-DD (site local).")
+@click.option("--end", default="", help="Last day, YYYY-MM-DD, included.")
+@click.option("--layout", type=click.Choice(["long", "wide"]), default="long")
+@click.option("--profile", type=click.Choice(["identified", "deidentified"]), default="identified")
+@click.option("--history", is_flag=True, help="Include amended and voided versions.")
+@click.option("--excel", is_flag=True, help="Start with a UTF-8 byte-order mark for Excel.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="-", help="File, or -.")
+@with_appcontext
+def export_command(username: str, output: str, history: bool, excel: bool, **options) -> None:
+    """Write the assessments CSV, exactly as /exports/assessments.csv would."""
+    user = db.session.scalar(select(User).where(User.username == username.strip().lower()))
+    if user is None or not user.active or not user.is_clinical:
+        raise click.ClickException(f"No active clinician or supervisor {username!r}.")
+    args = {**options, "history": "1" if history else "", "excel": "1" if excel else ""}
+    try:
+        request = exports.parse_request(args, user)
+    except exports.ExportError as exc:
+        raise click.ClickException(exc.message) from exc
+    export = exports.open_export(request, user)
+    chunks = csv_chunks(export.header, export.rows, preamble=export.preamble, bom=excel)
+    try:
+        if output == "-":
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+        else:
+            # newline="": the CSV already has its CRLF line ends.
+            with open(output, "w", encoding="utf-8", newline="") as stream:
+                stream.writelines(chunks)
+    finally:
+        export.close()
+    if output != "-":
+        click.echo(f"Wrote {export.count} rows to {output}.", err=True)

@@ -56,7 +56,7 @@ def load_config(app: Flask, overrides: dict | None) -> None:
         app.config["DATABASE_URL"] or _default_sqlite_url(app)
     )
     if not app.config["SECRET_KEY"]:
-        app.config["SECRET_KEY"] = _instance_secret_key(app)
+        app.config["SECRET_KEY"] = instance_secret(app, "secret_key")
     validate_config(app.config)
 
 
@@ -113,10 +113,10 @@ def _default_sqlite_url(app: Flask) -> str:
     return "sqlite:///" + os.path.join(app.instance_path, "clinic_log.sqlite3")
 
 
-def _instance_secret_key(app: Flask) -> str:
-    """Read the key generated on first start, or generate it now (owner-readable only)."""
+def instance_secret(app: Flask, name: str) -> str:
+    """Read a key generated on first use, or generate it now (owner-readable only)."""
     os.makedirs(app.instance_path, exist_ok=True)
-    path = Path(app.instance_path) / "secret_key"
+    path = Path(app.instance_path) / name
     if path.exists():
         return path.read_text().strip()
     key = secrets.token_hex(32)

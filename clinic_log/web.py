@@ -13,13 +13,13 @@ from werkzeug.routing import IntegerConverter
 
 from .database import configure_sqlite, render_migration_type
 from .extensions import csrf, db, login_manager, migrate
+from .product import NO_ADVICE_NOTICE
 from .scale_registry import init_scales
 from .scales import NOT_ASSESSED_REASONS
 from .timeutil import format_local
 
 log = logging.getLogger("clinic_log")
 
-NO_ADVICE_NOTICE = "clinic_log records symptoms. It gives no dosing or treatment advice."
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -66,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
     from .auth import bp as auth_bp
     from .charts import bp as charts_bp
     from .dashboard import bp as dashboard_bp
+    from .exports import bp as exports_bp
     from .patients import bp as patients_bp
     from .review import bp as review_bp
 
@@ -77,6 +78,7 @@ def register_blueprints(app: Flask) -> None:
         dashboard_bp,
         review_bp,
         auditlog_bp,
+        exports_bp,
         admin_bp,
     )
     for blueprint in blueprints:

@@ -44,7 +44,15 @@ class IsolatedClient(FlaskClient):
     """
 
     def open(self, *args, **kwargs):
-        return contextvars.Context().run(super().open, *args, **kwargs)
+        return contextvars.Context().run(self._open_and_read, *args, **kwargs)
+
+    def _open_and_read(self, *args, **kwargs):
+        # A streamed body (CSV exports) is read inside the request's own context, as a WSGI
+        # server reads it in the request's thread.
+        response = super().open(*args, **kwargs)
+        if response.is_streamed:
+            response.get_data()
+        return response
 
 
 @pytest.fixture

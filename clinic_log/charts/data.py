@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from ..extensions import db
 from ..models import Assessment, AssessmentStatus, Episode, Patient
@@ -177,9 +177,9 @@ def trend_rows(patient: Patient, scale: Scale, window: Window) -> list[Assessmen
 
 
 def item_rows(patient: Patient, scale_key: str, window: Window) -> list[Assessment]:
-    """Active assessments with their item scores, in two queries whatever their number."""
-    stmt = _active(patient, scale_key, window).options(selectinload(Assessment.item_scores))
-    return list(db.session.scalars(stmt))
+    """Active assessments with their item scores, in one query whatever their number."""
+    stmt = _active(patient, scale_key, window).options(joinedload(Assessment.item_scores))
+    return list(db.session.scalars(stmt).unique())
 
 
 def heatmap_series(patient: Patient, scale: Scale, rows: list[Assessment]) -> HeatmapSeries:
@@ -250,7 +250,7 @@ def rows_by_scale(patient: Patient, window: Window) -> dict[str, list[Assessment
     stmt = (
         select(Assessment)
         .where(Assessment.patient_id == patient.id, Assessment.status == AssessmentStatus.ACTIVE)
-        .options(selectinload(Assessment.item_scores), selectinload(Assessment.recorded_by))
+        .options(joinedload(Assessment.item_scores), joinedload(Assessment.recorded_by))
         .order_by(Assessment.observed_at, Assessment.id)
     )
     if window.start is not None:
@@ -258,7 +258,7 @@ def rows_by_scale(patient: Patient, window: Window) -> dict[str, list[Assessment
     if window.end is not None:
         stmt = stmt.where(Assessment.observed_at < window.end)
     grouped: dict[str, list[Assessment]] = {}
-    for assessment in db.session.scalars(stmt):
+    for assessment in db.session.scalars(stmt).unique():
         grouped.setdefault(assessment.scale_key, []).append(assessment)
     return grouped
 

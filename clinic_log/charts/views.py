@@ -43,7 +43,8 @@ def _serve(tag: str, fmt: str, render: Callable[[], bytes]) -> Response:
     ``private, no-cache``: the browser may keep the image but must ask again every time, so
     after logout nothing is shown without a valid session; shared caches never keep it.
     """
-    if tag in request.if_none_match:
+    # Weak comparison (RFC 9110): a compressing proxy may hand the ETag back as W/"...".
+    if request.if_none_match.contains_weak(tag):
         response = Response(status=304)
     else:
         cache = _cache()

@@ -19,6 +19,8 @@ from ..models import Assessment, AssessmentStatus, Episode, Patient, User
 from ..scales import Scale
 
 SPARK_POINTS = 12
+SEVERITY_LADDER = {"minimal": 0.5, "mild": 1.0, "moderate": 2.0, "moderately severe": 3.0,
+                   "severe": 4.0}  # fmt: skip
 
 
 @dataclass
@@ -40,8 +42,15 @@ class ScaleStatus:
 
     @property
     def severity(self) -> float:
-        """Where the latest band sits among the scale's bands, 0..1 (top band = 1)."""
-        return self.band_rank / len(self.scale.bands) if self.scale.bands else 0.0
+        """The latest band on a common ladder (minimal < mild < moderate < moderately severe
+        < severe), so that GAD-7 "Mild" and COWS "Mild" sort together; a label outside the
+        ladder is placed by its position among its scale's bands."""
+        if not self.band_rank:
+            return 0.0
+        common = SEVERITY_LADDER.get(self.latest_band.strip().lower())
+        if common is not None:
+            return common
+        return 4.0 * self.band_rank / len(self.scale.bands)
 
 
 @dataclass
@@ -128,6 +137,7 @@ def _recent_entries(user: User) -> dict[tuple[int, str], list]:
             Assessment.total,
             Assessment.complete,
             Assessment.band,
+            Assessment.id,
             position,
         )
         .join(Episode, Episode.id == Assessment.episode_id)
@@ -142,7 +152,7 @@ def _recent_entries(user: User) -> dict[tuple[int, str], list]:
     stmt = (
         select(ranked)
         .where(ranked.c.position <= SPARK_POINTS)
-        .order_by(ranked.c.patient_id, ranked.c.scale_key, ranked.c.observed_at)
+        .order_by(ranked.c.patient_id, ranked.c.scale_key, ranked.c.observed_at, ranked.c.id)
     )
     grouped: dict[tuple[int, str], list] = {}
     for entry in db.session.execute(stmt):

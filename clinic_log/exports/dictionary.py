@@ -1,0 +1,78 @@
+"""The data dictionary: the export's columns and every installed scale, as CSV rows."""
+
+from __future__ import annotations
+
+from ..product import NO_ADVICE_NOTICE
+from ..scales import NOT_ASSESSED_REASONS, Scale
+
+PREAMBLE = [
+    "clinic_log data dictionary: export columns and scale definitions",
+    NO_ADVICE_NOTICE,
+    "record_type 'column' describes an export column; 'item' rows list each allowed score",
+]
+HEADER = [
+    "record_type", "name", "scale", "scale_name", "scale_version", "custom", "label",
+    "respondent", "domain", "score", "anchor", "total_range", "bands", "citation",
+    "description",
+]  # fmt: skip
+
+COLUMNS = {
+    "patient_identifier": "The clinic number or study code (identified profile).",
+    "patient_pseudonym": "Keyed hash of the patient, stable within this installation "
+    "(de-identified profile).",
+    "site": "Site (clinic) code.",
+    "episode_id": "The monitoring episode the entry belongs to.",
+    "episode_number": "1 for the patient's first episode, 2 for the next (de-identified).",
+    "episode_started_at_utc": "Episode start, UTC, ISO 8601 with Z.",
+    "scale": "Scale key.",
+    "scale_version": "Version of the scale definition the entry was scored with.",
+    "assessment_id": "The entry; an amendment is a new entry whose replaces_id names the old one.",
+    "observed_at_utc": "When the symptoms were observed, UTC, ISO 8601 with Z. Shifted by a "
+    "per-patient number of days in the de-identified profile (intervals kept).",
+    "observed_at_local": "The same instant in the site's timezone, with its UTC offset.",
+    "total": "Sum of the assessed items. For an incomplete entry it is a lower bound.",
+    "band": "The scale's published severity label; empty when incomplete or when none applies.",
+    "completeness": "complete, or incomplete when any item was not assessed.",
+    "status": "active, amended (replaced by a newer version) or voided.",
+    "status_reason": "Why the entry was amended or voided.",
+    "replaces_id": "For an amendment: the assessment_id it replaces.",
+    "recorded_by": "Who entered it.",
+    "recorded_at_utc": "When it was entered (server clock), UTC.",
+    "reviewed": "yes when a supervisor signed it off (de-identified profile).",
+    "reviewed_by": "Supervisor who signed it off as reviewed.",
+    "reviewed_at_utc": "When it was signed off, UTC.",
+    "notes": "Free-text notes (left out of the de-identified profile).",
+    "item_key": "Item of the scale (long layout).",
+    "item_respondent": "patient_reported or clinician_observed.",
+    "item_domain": "Symptom domain of the item.",
+    "score": "The item's score; NA when the item was not assessed (never 0 or empty).",
+    "not_assessed_reason": "Why the item was not assessed: "
+    + ", ".join(NOT_ASSESSED_REASONS.values())
+    + ".",
+    "measured_value": "The measurement the score was derived from (COWS pulse, beats/min).",
+    "not_assessed": "Wide layout: the items not assessed, with their reasons.",
+}
+
+
+def dictionary_rows(scales: dict[str, Scale]) -> tuple[list[str], list[list]]:
+    rows: list[list] = [
+        ["column", name, "", "", "", "", "", "", "", "", "", "", "", "", text]
+        for name, text in COLUMNS.items()
+    ]
+    for scale in scales.values():
+        bands = "; ".join(f"{b.low}-{b.high} {b.label}" for b in scale.bands) or scale.band_note
+        citation = "; ".join(
+            dict.fromkeys([scale.citation, *(b.citation for b in scale.bands if b.citation)])
+        )
+        for item in scale.items:
+            for anchor in item.anchors:
+                rows.append(
+                    [
+                        "item", item.key, scale.key, scale.name, scale.version,
+                        "yes" if scale.custom else "no", item.label, item.respondent,
+                        item.domain, anchor.score, anchor.text,
+                        f"{scale.total_min}-{scale.total_max}", bands, citation,
+                        item.prompt,
+                    ]
+                )  # fmt: skip
+    return HEADER, rows

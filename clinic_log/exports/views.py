@@ -1,0 +1,57 @@
+from flask import Response, render_template, request, stream_with_context
+from flask_login import current_user
+
+from ..auth.guards import clinical_required, refuse
+from ..scale_registry import scales
+from . import bp, dictionary, services
+from .csvwriter import csv_chunks
+
+
+@bp.route("/")
+@clinical_required
+def index():
+    """The export form: site, patient, scale, dates, layout, profile, versions, Excel."""
+    return render_template("exports/index.html", scales=scales(), sites=current_user.sites)
+
+
+@bp.route("/assessments.csv")
+@clinical_required
+def assessments():
+    """Stream the assessments CSV; a bad request is refused before a byte is sent."""
+    try:
+        export_request = services.parse_request(request.args, current_user)
+    except services.ExportError as error:
+        if error.status == 404:
+            refuse(404, entity="export")
+        return Response(error.message + "\n", status=400, mimetype="text/plain")
+    export = services.open_export(export_request, current_user)
+
+    def generate():
+        try:
+            yield from csv_chunks(
+                export.header, export.rows, preamble=export.preamble, bom=export_request.excel
+            )
+        finally:
+            export.close()
+
+    name = f"clinic_log-{export_request.layout}-{export_request.filters['scale']}.csv"
+    return Response(
+        stream_with_context(generate()),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Clinic-Log-Rows": str(export.count),
+        },
+    )
+
+
+@bp.route("/dictionary.csv")
+@clinical_required
+def data_dictionary():
+    """Every scale: items, allowed scores with anchors, domain, respondent, range, bands."""
+    header, rows = dictionary.dictionary_rows(scales())
+    return Response(
+        "".join(csv_chunks(header, rows, preamble=dictionary.PREAMBLE)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="clinic_log-dictionary.csv"'},
+    )
