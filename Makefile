@@ -19,6 +19,8 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 ## Set up, migrate, load the demo when the database is empty, serve on 127.0.0.1:5000.
+## Demo mode: the second factor is offered but not required (CLINIC_LOG_DEMO=false to require).
+run: export CLINIC_LOG_DEMO ?= true
 run: $(VENV)/.installed-run
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo --if-empty

@@ -47,6 +47,11 @@ def load_config(app: Flask, overrides: dict | None) -> None:
         DEMO=False,
         # The dashboard marks a patient overdue when nothing was recorded for this long.
         OVERDUE_AFTER_HOURS=8,
+        IDLE_TIMEOUT_MINUTES=15,
+        SESSION_LIFETIME_HOURS=12,
+        LOGIN_ATTEMPTS_PER_MINUTE=10,  # per client address, on top of the per-account lockout
+        REQUIRE_MFA=None,  # None: required for admins and supervisors unless DEMO or TESTING
+        BEHIND_PROXY=False,  # trust one proxy's X-Forwarded-For/Proto (TLS terminated there)
     )
     app.config.from_prefixed_env(prefix="CLINIC_LOG")
     if overrides:
@@ -55,6 +60,8 @@ def load_config(app: Flask, overrides: dict | None) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config.get("SQLALCHEMY_DATABASE_URI") or (
         app.config["DATABASE_URL"] or _default_sqlite_url(app)
     )
+    if app.config["REQUIRE_MFA"] is None:
+        app.config["REQUIRE_MFA"] = not (app.config["DEMO"] or app.config.get("TESTING"))
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = instance_secret(app, "secret_key")
     validate_config(app.config)

@@ -91,6 +91,10 @@ class User(UserMixin, db.Model):
     failed_login_count: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Time-based one-time codes (second factor): the shared secret once enrolled, and the
+    # last time step accepted, so a code cannot be used twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     sites: Mapped[list[Site]] = relationship(secondary=user_site, order_by=Site.code)

@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from .auth import sessions as auth_sessions
 from .database import configure_sqlite, render_migration_type
 from .extensions import csrf, db, login_manager, migrate
 from .product import NO_ADVICE_NOTICE
@@ -45,6 +46,7 @@ def register_extensions(app: Flask, migrations_dir: str) -> None:
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"
     csrf.init_app(app)
+    auth_sessions.init_app(app)
     with app.app_context():
         configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
     init_scales(app)

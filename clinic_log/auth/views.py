@@ -1,14 +1,21 @@
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, logout_user
+from markupsafe import Markup
 
+from .. import audit
+from ..database import begin_write
+from ..extensions import db
 from ..forms import EmptyForm
-from ..models import Role
-from . import bp, services
-from .forms import LoginForm
+from . import bp, mfa, services, sessions
+from .forms import CodeForm, EnrolForm, LoginForm, PasswordChangeForm
 
-LOGIN_FAILED = "Unknown username or wrong password."
+LOGIN_FAILED = (
+    "Unknown username or wrong password. After 5 failed attempts an account is locked "
+    "for 15 minutes."
+)
+home_for = sessions.home_for
 
 
 def safe_next(target: str | None) -> str | None:
@@ -23,20 +30,15 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-def home_for(user) -> str:
-    if user.role == Role.ADMIN:
-        return url_for("admin.index")
-    if user.role == Role.SUPERVISOR:
-        return url_for("dashboard.index")
-    return url_for("patients.index")
-
-
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Log in with username and password."""
+    """Log in with username and password (then a one-time code, when enrolled)."""
     if current_user.is_authenticated:
         return redirect(home_for(current_user))
     form = LoginForm()
+    if request.method == "POST" and not sessions.login_allowed():
+        _audit_rate_limited()
+        return render_template("auth/login.html", form=form, too_many=True), 429
     if form.validate_on_submit():
         user = services.authenticate(form.username.data, form.password.data)
         if user is None:
@@ -44,12 +46,35 @@ def login():
             form.password.errors.append(LOGIN_FAILED)
             return render_template("auth/login.html", form=form), 200
         next_page = safe_next(request.args.get("next"))
-        # A fresh session at login: nothing from before authentication carries over.
-        session.clear()
-        login_user(user)
-        services.record_login(user)
-        return redirect(next_page or home_for(user))
+        if user.totp_secret:
+            return sessions.start_second_step(user, next_page)
+        return sessions.complete_login(user, next_page)
     return render_template("auth/login.html", form=form)
+
+
+def _audit_rate_limited() -> None:
+    begin_write(db.session)
+    audit.record("login_rate_limited", details={"address": request.remote_addr})
+    db.session.commit()
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def login_code():
+    """Second step of login: the one-time code from the user's authenticator app."""
+    user, next_page = sessions.pending_user()
+    if user is None:
+        flash("Log in again: the code step expired or was not started.", "info")
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    if request.method == "POST" and not sessions.login_allowed():
+        _audit_rate_limited()
+        abort(429)
+    if form.validate_on_submit():
+        if not services.is_locked(user) and services.check_second_factor(user, form.code.data):
+            return sessions.complete_login(user, next_page)
+        services.record_failed_login(user.username, step="code")
+        form.code.errors.append("That code is not right, or it was already used.")
+    return render_template("auth/code.html", form=form), 200 if request.method == "GET" else 422
 
 
 @bp.route("/logout", methods=["POST"])
@@ -62,6 +87,56 @@ def logout():
         session.clear()
         flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def password():
+    """Change my password (required after an administrator set a one-time password)."""
+    form = PasswordChangeForm()
+    user = current_user._get_current_object()
+    if form.validate_on_submit():
+        try:
+            services.change_password(user, form.current_password.data, form.password.data)
+        except services.AccountError as error:
+            form[error.field].errors.append(error.message)
+        else:
+            flash("Your password is changed. Your other sessions have ended.", "success")
+            return sessions.complete_login(user, None)
+    status = 422 if request.method == "POST" else 200
+    return render_template(
+        "auth/password.html", form=form, forced=user.must_change_password
+    ), status
+
+
+@bp.route("/account/mfa", methods=["GET", "POST"])
+@login_required
+def mfa_enrol():
+    """Enrol an authenticator app for one-time codes."""
+    user = current_user._get_current_object()
+    form = EnrolForm()
+    if request.method == "GET":
+        form.secret.data = mfa.new_secret()
+    elif form.validate_on_submit():
+        try:
+            services.enrol_second_factor(user, form.secret.data, form.code.data)
+        except services.AccountError as error:
+            form[error.field].errors.append(error.message)
+        else:
+            flash("One-time codes are on for your account.", "success")
+            return sessions.complete_login(user, None)
+    secret = form.secret.data if form.secret.data and not form.secret.errors else mfa.new_secret()
+    form.secret.data = secret
+    uri = mfa.provisioning_uri(secret, user.username)
+    return render_template(
+        "auth/mfa.html",
+        form=form,
+        secret=secret,
+        # Markup: the SVG is drawn here from our own secret, never from user input.
+        qr=Markup(mfa.qr_svg(uri)),  # noqa: S704
+        enrolled=bool(user.totp_secret),
+        required=sessions.mfa_required(user),
+    ), 200 if request.method == "GET" else 422
 
 
 @bp.route("/")

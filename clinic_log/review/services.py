@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash
 
 from .. import audit
@@ -63,17 +63,45 @@ def queue(
     if scale_key:
         stmt = stmt.where(Assessment.scale_key == scale_key)
     entries = db.session.scalars(stmt).unique().all()
-    replaced_ids = [a.replaces_id for a in entries if a.replaces_id is not None]
-    invalidated: dict[int, Signature] = {}
-    if replaced_ids:
-        for signature in db.session.scalars(
-            select(Signature)
-            .options(selectinload(Signature.signer))
-            .where(Signature.invalidated_by_id.in_([a.id for a in entries]))
-            .order_by(Signature.signed_at)
-        ):
-            invalidated[signature.invalidated_by_id] = signature
-    return [QueueEntry(a, a.recorded_by_id == user.id, invalidated.get(a.id)) for a in entries]
+    return [
+        QueueEntry(a, a.recorded_by_id == user.id, signature)
+        for a, signature in zip(entries, _last_signatures_before(entries), strict=True)
+    ]
+
+
+def _last_signatures_before(entries: list[Assessment]) -> list[Signature | None]:
+    """For each amended-into entry, the latest signature on an earlier version of it (which
+    the amendment invalidated), in two queries however long the chains are."""
+    amended = [a for a in entries if a.replaces_id is not None]
+    if not amended:
+        return [None] * len(entries)
+    patient_ids = {a.patient_id for a in amended}
+    replaces = dict(
+        db.session.execute(
+            select(Assessment.id, Assessment.replaces_id).where(
+                Assessment.patient_id.in_(patient_ids), Assessment.replaces_id.is_not(None)
+            )
+        ).all()
+    )
+    earlier: dict[int, list[int]] = {}
+    for entry in amended:
+        chain, current = [], entry.replaces_id
+        while current is not None and len(chain) < 1000:
+            chain.append(current)
+            current = replaces.get(current)
+        earlier[entry.id] = chain
+    wanted = {i for chain in earlier.values() for i in chain}
+    latest: dict[int, Signature] = {}
+    for signature in db.session.scalars(
+        select(Signature)
+        .where(Signature.assessment_id.in_(wanted), Signature.invalidated_at.is_not(None))
+        .order_by(Signature.signed_at)
+    ):
+        latest[signature.assessment_id] = signature
+    found = {}
+    for entry_id, chain in earlier.items():
+        found[entry_id] = next((latest[i] for i in chain if i in latest), None)
+    return [found.get(a.id) for a in entries]
 
 
 def _check_signer(user: User, password: str) -> None:

@@ -1,0 +1,181 @@
+"""Session rules: idle and absolute timeouts, forced password change and second-factor
+enrolment, a per-address login rate limit, and cookies marked Secure over HTTPS.
+
+Sessions are signed cookies that hold no patient data; the user's session_version (part of
+the login token) lets the server end every session of a user at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from flask import (
+    Flask,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from flask_login import current_user, login_user, logout_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .. import audit
+from ..database import begin_write
+from ..extensions import db
+from ..models import Role, User
+from . import services
+
+AUTH_AT = "auth_at"
+LAST_SEEN = "last_seen"
+PENDING = "mfa_pending"
+PENDING_SECONDS = 300
+# Pages a user must still reach while a password change or enrolment is pending.
+_ALWAYS_OPEN = {"static", "auth.logout", "auth.login", "auth.login_code", "auth.password"}
+
+
+class SecureWhenHttpsSessionInterface(SecureCookieSessionInterface):
+    """Mark the session cookie Secure whenever the request came over HTTPS (directly or,
+    with CLINIC_LOG_BEHIND_PROXY, through the TLS-terminating proxy)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
+
+
+class LoginRateLimiter:
+    """At most ``limit`` login attempts a minute from one address, in this process.
+
+    A coarse brake on spraying many accounts from one place; the per-account lockout lives
+    in the database and holds across workers.
+    """
+
+    def __init__(self, limit: int, window: float = 60.0):
+        self.limit = limit
+        self.window = window
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - self.window:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return False
+            hits.append(now)
+            if len(self._hits) > 10_000:  # forget idle addresses
+                for idle in [k for k, v in self._hits.items() if not v]:
+                    del self._hits[idle]
+            return True
+
+
+def init_app(app: Flask) -> None:
+    app.session_interface = SecureWhenHttpsSessionInterface()
+    if app.config.get("BEHIND_PROXY"):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    app.extensions["clinic_log.login_limiter"] = LoginRateLimiter(
+        int(app.config["LOGIN_ATTEMPTS_PER_MINUTE"])
+    )
+    app.before_request(enforce_session_rules)
+
+
+def login_allowed() -> bool:
+    return current_app.extensions["clinic_log.login_limiter"].allow(request.remote_addr or "-")
+
+
+def mfa_required(user: User) -> bool:
+    return bool(current_app.config["REQUIRE_MFA"]) and user.role in (Role.ADMIN, Role.SUPERVISOR)
+
+
+def complete_login(user: User, next_page: str | None):
+    """Start a fresh session for ``user`` (nothing from before carries over)."""
+    session.clear()
+    login_user(user)
+    session[AUTH_AT] = session[LAST_SEEN] = int(time.time())
+    services.record_login(user)
+    return redirect(next_page or home_for(user))
+
+
+def start_second_step(user: User, next_page: str | None):
+    """Password accepted; the one-time code comes next. Only ids are kept in the session."""
+    session.clear()
+    session[PENDING] = {
+        "uid": user.id,
+        "v": user.session_version,
+        "at": int(time.time()),
+        "next": next_page,
+    }
+    return redirect(url_for("auth.login_code"))
+
+
+def pending_user() -> tuple[User | None, str | None]:
+    pending = session.get(PENDING)
+    if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_SECONDS:
+        return None, None
+    user = db.session.get(User, pending.get("uid"))
+    if user is None or not user.active or user.session_version != pending.get("v"):
+        return None, None
+    return user, pending.get("next")
+
+
+def home_for(user: User) -> str:
+    if user.role == Role.ADMIN:
+        return url_for("admin.index")
+    if user.role == Role.SUPERVISOR:
+        return url_for("dashboard.index")
+    return url_for("patients.index")
+
+
+def enforce_session_rules():
+    """Before every request: end a session that idled or lived too long, then send users who
+    must change their password or enrol a second factor to that page first."""
+    if request.endpoint == "static" or not current_user.is_authenticated:
+        return None
+    now = int(time.time())
+    idle = int(current_app.config["IDLE_TIMEOUT_MINUTES"]) * 60
+    lifetime = int(current_app.config["SESSION_LIFETIME_HOURS"]) * 3600
+    if now - session.get(LAST_SEEN, 0) > idle or now - session.get(AUTH_AT, 0) > lifetime:
+        return _time_out(idle, now - session.get(AUTH_AT, 0) > lifetime)
+    session[LAST_SEEN] = now
+    user = current_user._get_current_object()
+    if request.endpoint in _ALWAYS_OPEN:
+        return None
+    if user.must_change_password and request.endpoint != "auth.password":
+        return redirect(url_for("auth.password"))
+    if mfa_required(user) and not user.totp_secret and request.endpoint != "auth.mfa_enrol":
+        return redirect(url_for("auth.mfa_enrol"))
+    return None
+
+
+def _time_out(idle_seconds: int, absolute: bool):
+    user = current_user._get_current_object()
+    begin_write(db.session)
+    audit.record(
+        "session_timeout",
+        user=user,
+        entity="user",
+        entity_id=user.id,
+        details={"kind": "absolute" if absolute else "idle", "path": request.path},
+    )
+    db.session.commit()
+    logout_user()
+    session.clear()
+    why = (
+        "Your session reached its maximum length"
+        if absolute
+        else f"Your session ended after {idle_seconds // 60} minutes without activity"
+    )
+    if request.method == "POST":
+        # The form's content is not kept anywhere (no patient data in cookies): say so plainly.
+        from .forms import LoginForm
+
+        message = f"{why}. What you just submitted was NOT saved: log in and enter it again."
+        return render_template("auth/login.html", form=LoginForm(), timeout=message), 401
+    flash(f"{why}. Please log in again.", "info")
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
