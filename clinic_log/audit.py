@@ -123,3 +123,15 @@ def verify_chain(batch_size: int = 1000) -> tuple[int, ChainProblem | None]:
             checked += 1
             last_id = event.id
         db.session.expunge_all()
+
+
+def head() -> tuple[int, str] | None:
+    """The last event's id and hash: an anchor to keep outside the database."""
+    row = db.session.execute(
+        select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def chain_contains(event_hash: str) -> bool:
+    return db.session.scalar(select(AuditEvent.id).where(AuditEvent.hash == event_hash)) is not None

@@ -108,7 +108,7 @@ def load_demo(seed: int = 20261125) -> list[tuple[str, str, str]]:
 
 def _planned_entries(start, until, rng: random.Random):
     for scale_key, every_hours in DEMO_CADENCE.items():
-        at = start + timedelta(hours=1 + rng.random() * 2)
+        at = start + timedelta(minutes=rng.randint(60, 180))
         while at < until:
             yield at, scale_key
             at += timedelta(hours=every_hours, minutes=rng.randint(-40, 40))

@@ -64,7 +64,9 @@ class LocalDateTimeField(Field):
         if self.raw_data:
             return self.raw_data[0]
         if isinstance(self.data, datetime):
-            return self.data.strftime("%Y-%m-%dT%H:%M")
+            # Seconds only when there are some, so a prefilled time round-trips exactly.
+            fmt = "%Y-%m-%dT%H:%M:%S" if self.data.second else "%Y-%m-%dT%H:%M"
+            return self.data.strftime(fmt)
         return ""
 
     def process_formdata(self, valuelist):

@@ -167,7 +167,7 @@ def text_of(page) -> str:
 def field_errors(page, field_id) -> str:
     """The error list rendered next to one field ('' when there is none)."""
     match = re.search(
-        rf'<ul class="field-errors" id="{re.escape(field_id)}-errors" role="alert">(.*?)</ul>',
+        rf'<div class="field-errors" id="{re.escape(field_id)}-errors" role="alert">(.*?)</div>',
         page.get_data(as_text=True),
         re.DOTALL,
     )

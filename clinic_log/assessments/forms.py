@@ -209,7 +209,8 @@ class VoidForm(BaseForm):
     reason = TextAreaField(
         "Details (required for 'Other')",
         filters=[normalise_newlines],
-        validators=[Optional(), Length(max=2000), refuse_control_characters],
+        # No Optional(): it would stop validate_reason from requiring details for 'Other'.
+        validators=[Length(max=2000), refuse_control_characters],
     )
     version = HiddenField()
 

@@ -27,7 +27,7 @@ from ..models import (
 )
 from ..scale_registry import get_scale
 from ..scales import NOT_ASSESSED_REASONS, Scale, ScoreError
-from ..timeutil import implausible_time
+from ..timeutil import format_local, implausible_time
 
 _KEY_REUSED = (
     "This form was already used for another entry. Nothing was saved: check the answers "
@@ -224,12 +224,15 @@ def record_assessment(
 
 
 def may_change(user: User, assessment: Assessment) -> bool:
-    """Clinicians amend and void their own entries; supervisors any entry at their sites."""
+    """Clinicians amend and void their own entries (also after someone else corrected one);
+    supervisors any entry at their sites."""
     if assessment.patient.site_id not in user.site_ids:
         return False
     if user.role == Role.SUPERVISOR:
         return True
-    return user.role == Role.CLINICIAN and assessment.recorded_by_id == user.id
+    if user.role != Role.CLINICIAN:
+        return False
+    return assessment.recorded_by_id == user.id or history(assessment)[0].recorded_by_id == user.id
 
 
 def _check_change(user: User, assessment: Assessment, expected_version: int, reason: str) -> None:
@@ -273,6 +276,11 @@ def amend_assessment(
     """
     begin_write(db.session)
     db.session.refresh(assessment)
+    if submission_key:
+        # The same form sent twice: the first request saved it while this one waited.
+        again = find_submission(submission_key, user, assessment.patient)
+        if again is not None and again.replaces_id == assessment.id:
+            return again
     _check_change(user, assessment, expected_version, reason)
     scale_obj = _scale(assessment.scale_key)
     replacement = _build_version(user, assessment.patient, assessment.episode, scale_obj, answers)
@@ -317,6 +325,8 @@ def void_assessment(
     """
     begin_write(db.session)
     db.session.refresh(assessment)
+    if not may_change(user, assessment):
+        raise ChangeNotAllowed("Only the clinician who recorded it or a supervisor may change it.")
     if reason_code not in VOID_REASONS:
         raise EntryError("reason_code", "Choose why this entry is void.")
     text = VOID_REASONS[reason_code] if reason_code != "other" else ""
@@ -378,8 +388,9 @@ class ItemChange:
     after: str
 
 
-def changes_between(old: Assessment, new: Assessment) -> list[ItemChange]:
-    """What differs between two versions: item answers, observed time and notes."""
+def changes_between(old: Assessment, new: Assessment, tz_name: str = "UTC") -> list[ItemChange]:
+    """What differs between two versions: item answers, observed time (shown in ``tz_name``)
+    and notes."""
 
     def answer(score: ItemScore | None) -> str:
         if score is None:
@@ -397,8 +408,15 @@ def changes_between(old: Assessment, new: Assessment) -> list[ItemChange]:
         if answer(before.get(key)) != answer(after.get(key))
     ]
     if old.observed_at != new.observed_at:
+        # Seconds only when they are what differs or what was recorded.
+        whole_minutes = old.observed_at.second == new.observed_at.second == 0
+        fmt = "%Y-%m-%d %H:%M" if whole_minutes else "%Y-%m-%d %H:%M:%S"
         changes.append(
-            ItemChange("observed_at", old.observed_at.isoformat(), new.observed_at.isoformat())
+            ItemChange(
+                "observed_at",
+                format_local(old.observed_at, tz_name, fmt),
+                format_local(new.observed_at, tz_name, fmt),
+            )
         )
     if old.notes != new.notes:
         changes.append(ItemChange("notes", old.notes, new.notes))
@@ -441,5 +459,5 @@ def changes_since_review(versions: list[Assessment]) -> tuple[Signature, list[It
     for version in reversed(versions[:-1]):
         signed = [s for s in version.signatures if s.invalidated_at is not None]
         if signed:
-            return signed[-1], changes_between(version, current)
+            return signed[-1], changes_between(version, current, current.patient.site.timezone)
     return None

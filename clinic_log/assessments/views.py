@@ -116,7 +116,10 @@ def _prefill(form, assessment, tz: str) -> None:
         item = form[score.item_key].item
         if item.measurement is not None and score.measured_value is not None:
             form[item.measurement.key].data = str(score.measured_value)
-    form.observed_at.data = to_local(assessment.observed_at, tz).replace(tzinfo=None)
+    local = to_local(assessment.observed_at, tz)
+    form.observed_at.data = local.replace(tzinfo=None, microsecond=0)
+    # In the hour the clocks go back, say which of the two 01:30s this entry is.
+    form.observed_at_fold.data = str(local.fold)
     form.notes.data = assessment.notes
     form.version.data = str(assessment.version)
 
@@ -145,13 +148,15 @@ def amend(assessment_id: int):
     form = amend_form_class(scale)()
     if request.method == "GET":
         if assessment.status != AssessmentStatus.ACTIVE:
-            return _conflict(assessment, None, scale)
+            return _conflict(services.current_version_of(assessment), None, scale)
         _prefill(form, assessment, tz)
         form.submission_key.data = uuid4().hex
         return _amend_page(form, scale, assessment)
 
     valid = form.validate_on_submit()
     observed_at = None if form.observed_at.errors else local_field_to_utc(form, "observed_at", tz)
+    if observed_at is not None and observed_at == assessment.observed_at.replace(microsecond=0):
+        observed_at = assessment.observed_at  # untouched: keep the exact instant
     if valid and observed_at is not None:
         scores, reasons, measured = form.answers()
         answers = services.Answers(scores, observed_at, form.notes.data, reasons, measured)
@@ -190,7 +195,11 @@ def _amend_page(form, scale, assessment):
 def _conflict(current, form, scale):
     """409: the entry changed under the user. Show the new version and keep their input."""
     return render_template(
-        "assessments/conflict.html", current=current, form=form, scale=scale
+        "assessments/conflict.html",
+        current=current,
+        form=form,
+        scale=scale,
+        may_change=services.may_change(current_user, current),
     ), 409
 
 
@@ -229,7 +238,12 @@ def history(assessment_id: int):
     assessment = load_assessment(assessment_id)
     versions = services.history(assessment)
     steps = [
-        (version, services.changes_between(previous, version) if previous else [])
+        (
+            version,
+            services.changes_between(previous, version, assessment.patient.site.timezone)
+            if previous
+            else [],
+        )
         for previous, version in zip([None, *versions[:-1]], versions, strict=True)
     ]
     return render_template(

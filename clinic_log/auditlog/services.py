@@ -10,6 +10,7 @@ from sqlalchemy import and_, or_, select
 
 from ..extensions import db
 from ..models import AuditEvent, Patient, User, user_site
+from ..patients.services import identifier_key
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,20 @@ def visible_events(user: User, filters: AuditFilter):
             or_(
                 AuditEvent.site_id.in_(site_ids),
                 and_(AuditEvent.site_id.is_(None), AuditEvent.user_id.in_(colleagues)),
+                # Failed logins and lockouts name the account, not a logged-in user.
+                and_(
+                    AuditEvent.site_id.is_(None),
+                    AuditEvent.action.in_(("login_failure", "account_locked")),
+                    AuditEvent.entity_id.in_(colleagues),
+                ),
             )
         )
         .order_by(AuditEvent.id.desc())
     )
     if filters.patient:
         patient_ids = select(Patient.id).where(
-            Patient.site_id.in_(site_ids), Patient.identifier == filters.patient
+            Patient.site_id.in_(site_ids),
+            Patient.identifier_key == identifier_key(filters.patient),
         )
         stmt = stmt.where(AuditEvent.patient_id.in_(patient_ids))
     if filters.username:

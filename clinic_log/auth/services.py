@@ -191,7 +191,17 @@ def record_failed_login(username: str, *, step: str = "password") -> None:
     if user is not None:
         user.failed_login_count += 1
         details["locked"] = is_locked(user, now)
-        since = max(now - LOCKOUT_WINDOW, user.last_login_at or now - LOCKOUT_WINDOW)
+        # Count from the last fresh start: a login, an unlock or a password reset.
+        fresh_start = db.session.scalar(
+            select(func.max(AuditEvent.at)).where(
+                AuditEvent.action.in_(("user_unlock", "user_password_reset")),
+                AuditEvent.entity == "user",
+                AuditEvent.entity_id == user.id,
+            )
+        )
+        since = max(
+            t for t in (now - LOCKOUT_WINDOW, user.last_login_at, fresh_start) if t is not None
+        )
         earlier = db.session.scalar(
             select(func.count(AuditEvent.id)).where(
                 AuditEvent.action == "login_failure",

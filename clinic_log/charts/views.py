@@ -171,11 +171,12 @@ def sign_trend(patient_id: int):
     """Sign off a patient's whole trend as "reviewed up to now", in one action."""
     patient = load_patient(patient_id)
     form = SignTrendForm()
-    if form.validate_on_submit():
+    opened_at = _opened_at(form.up_to.data)
+    if opened_at is None and request.method == "POST":
+        form.form_errors.append("This page is too old to sign from: reload it and look again.")
+    elif form.validate_on_submit():
         try:
-            count = review.sign_patient_trend(
-                current_user, patient, form.password.data, _opened_at(form.up_to.data)
-            )
+            count = review.sign_patient_trend(current_user, patient, form.password.data, opened_at)
         except review.ReviewError as error:
             (form[error.field].errors if error.field else form.form_errors).append(error.message)
         else:
@@ -189,10 +190,13 @@ def sign_trend(patient_id: int):
     return render_tracker(patient, sign_form=form, status=422)
 
 
-def _opened_at(raw: str | None) -> datetime:
-    """When the trend page was opened (entries recorded later are not signed unseen)."""
+def _opened_at(raw: str | None) -> datetime | None:
+    """When the trend page was opened: entries recorded later are never signed unseen, so a
+    missing or unreadable time refuses the sign-off instead of meaning "now"."""
     try:
         value = datetime.fromisoformat(raw or "")
     except ValueError:
-        return now_utc()
-    return min(value, now_utc()) if value.tzinfo is not None else now_utc()
+        return None
+    if value.tzinfo is None or value > now_utc():
+        return None
+    return value

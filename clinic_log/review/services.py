@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash
 
@@ -39,8 +39,35 @@ class QueueEntry:
     after_review: Signature | None  # an earlier version's signature this amendment invalidated
 
 
+QUEUE_LIMIT = 500
+
+
+def _queue_conditions(user: User, patient_id: int | None, scale_key: str | None) -> list:
+    conditions = [
+        Patient.site_id.in_(user.site_ids),
+        Assessment.status == AssessmentStatus.ACTIVE,
+        Assessment.reviewed_at.is_(None),
+    ]
+    if patient_id is not None:
+        conditions.append(Assessment.patient_id == patient_id)
+    if scale_key:
+        conditions.append(Assessment.scale_key == scale_key)
+    return conditions
+
+
+def queue_size(user: User, patient_id: int | None = None, scale_key: str | None = None) -> int:
+    return db.session.scalar(
+        select(func.count(Assessment.id))
+        .join(Assessment.patient)
+        .where(*_queue_conditions(user, patient_id, scale_key))
+    )
+
+
 def queue(
-    user: User, patient_id: int | None = None, scale_key: str | None = None, limit: int = 500
+    user: User,
+    patient_id: int | None = None,
+    scale_key: str | None = None,
+    limit: int = QUEUE_LIMIT,
 ) -> list[QueueEntry]:
     """Unreviewed active entries at the user's sites, oldest observation first."""
     stmt = (

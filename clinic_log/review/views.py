@@ -19,6 +19,7 @@ def index():
     if scale_key not in scales():
         scale_key = None
     entries = services.queue(current_user, patient_id, scale_key)
+    total = services.queue_size(current_user, patient_id, scale_key)
     patients = db.session.execute(
         select(Patient.id, Patient.identifier)
         .join(Assessment, Assessment.patient_id == Patient.id)
@@ -33,6 +34,7 @@ def index():
     return render_template(
         "review/index.html",
         entries=entries,
+        total=total,
         patients=patients,
         patient_id=patient_id,
         scale_key=scale_key,

@@ -9,13 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from datetime import timedelta
 
 import pytest
 from werkzeug.serving import make_server
 
 from clinic_log import create_app
+from clinic_log.assessments.services import record_assessment
 from clinic_log.auth.services import create_site, create_user
+from clinic_log.database import now_utc
 from clinic_log.extensions import db
+from clinic_log.patients.services import create_patient
+from clinic_log.scale_registry import get_scale
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -65,8 +70,7 @@ def live_server(tmp_path):
     )
     with app.app_context():
         db.create_all()
-        create_site("NORTH", "North Clinic", "Europe/London")
-        create_user("clin.north", PASSWORD, "clinician", ["NORTH"], display_name="Casey Clinician")
+        _seed()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -75,6 +79,26 @@ def live_server(tmp_path):
     thread.join(timeout=5)
     with app.app_context():
         db.engine.dispose()
+
+
+def _seed() -> None:
+    """One site, a clinician and a supervisor, and a synthetic patient with a few entries."""
+    site = create_site("NORTH", "North Clinic", "Europe/London")
+    clinician = create_user(
+        "clin.north", PASSWORD, "clinician", ["NORTH"], display_name="Casey Clinician"
+    )
+    create_user("sup.north", PASSWORD, "supervisor", ["NORTH"], display_name="Sam Supervisor")
+    start = now_utc() - timedelta(days=3)
+    patient = create_patient(clinician, site, "SEED-001", "Synthetic", start, "kratom", "")
+    for hours, level in ((60, 2), (40, 3), (20, 1), (2, 1)):
+        for key in ("cows", "symptom_nrs"):
+            scale = get_scale(key)
+            scores = {
+                i.key: i.allowed_scores[min(level, len(i.allowed_scores) - 1)] for i in scale.items
+            }
+            record_assessment(
+                clinician, patient, scale, scores, observed_at=now_utc() - timedelta(hours=hours)
+            )
 
 
 @pytest.fixture

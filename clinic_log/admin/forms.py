@@ -1,0 +1,56 @@
+"""Forms of the admin pages: sites and accounts. The rules themselves live in services."""
+
+from wtforms import RadioField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from ..forms import BaseForm, refuse_control_characters, refuse_invisible_characters
+from ..models import Role
+
+ROLE_CHOICES = [
+    SelectChoice(str(Role.CLINICIAN), "Clinician"),
+    SelectChoice(str(Role.SUPERVISOR), "Supervisor"),
+    SelectChoice(str(Role.ADMIN), "Administrator (accounts and sites only, no clinical data)"),
+]
+
+_TEXT_CHECKS = [refuse_control_characters, refuse_invisible_characters]
+
+
+class MultiCheckboxField(SelectMultipleField):
+    """A group of checkboxes; nothing ticked is an empty list, not a missing field."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class SiteEditForm(BaseForm):
+    name = StringField(
+        "Name", validators=[DataRequired("Enter the site's name."), Length(max=120), *_TEXT_CHECKS]
+    )
+    timezone = StringField(
+        "Timezone",
+        validators=[DataRequired("Enter the site's timezone."), Length(max=64), *_TEXT_CHECKS],
+    )
+
+
+class SiteForm(SiteEditForm):
+    code = StringField(
+        "Code", validators=[DataRequired("Enter a short code for the site."), Length(max=16)]
+    )
+
+
+class AccountEditForm(BaseForm):
+    display_name = StringField(
+        "Display name",
+        validators=[DataRequired("Enter the person's name."), Length(max=120), *_TEXT_CHECKS],
+    )
+    role = RadioField("Role", choices=ROLE_CHOICES, validators=[InputRequired("Choose a role.")])
+    # Choices are the site codes, filled in by the view from the sites that exist.
+    sites = MultiCheckboxField("Sites")
+
+
+class AccountForm(AccountEditForm):
+    username = StringField(
+        "Username", validators=[DataRequired("Enter a username."), Length(max=64), *_TEXT_CHECKS]
+    )
