@@ -18,6 +18,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.installed-run
 
+# axe-core for the accessibility checks of the browser tests (skipped without npm).
+tests/e2e/node_modules/axe-core/axe.min.js: tests/e2e/package.json tests/e2e/package-lock.json
+	if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/e2e --no-audit --no-fund --silent; fi
+
 ## Set up, migrate, load the demo when the database is empty, serve on 127.0.0.1:5000.
 ## Demo mode: the second factor is offered but not required (CLINIC_LOG_DEMO=false to require).
 run: export CLINIC_LOG_DEMO ?= true
@@ -28,7 +32,7 @@ run: $(VENV)/.installed-run
 
 ## Set up with the test extra and run the whole suite (SQLite unless
 ## CLINIC_LOG_TEST_DATABASE_URL names a PostgreSQL database).
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test tests/e2e/node_modules/axe-core/axe.min.js
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
