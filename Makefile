@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := clinic_log
 
-.PHONY: run test lint bench docs-images clean
+.PHONY: run test lint bench docs-images screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: $(VENV)/.installed-test
 ## The README's example charts, drawn from the synthetic demo data.
 docs-images: $(VENV)/.installed-run
 	$(BIN)/python docs/make_images.py
+
+## Screenshots of the main pages (desktop and tablet) for the README; needs chromium.
+screenshots: $(VENV)/.installed-test
+	$(BIN)/python docs/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
