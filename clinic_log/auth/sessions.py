@@ -142,7 +142,10 @@ def enforce_session_rules():
     lifetime = int(current_app.config["SESSION_LIFETIME_HOURS"]) * 3600
     if now - session.get(LAST_SEEN, 0) > idle or now - session.get(AUTH_AT, 0) > lifetime:
         return _time_out(idle, now - session.get(AUTH_AT, 0) > lifetime)
-    session[LAST_SEEN] = now
+    if now - session.get(LAST_SEEN, 0) >= 30:
+        # Refreshing at most every 30 s keeps the idle clock honest without re-signing and
+        # re-sending the cookie on every chart and page request.
+        session[LAST_SEEN] = now
     user = current_user._get_current_object()
     if request.endpoint in _ALWAYS_OPEN:
         return None
