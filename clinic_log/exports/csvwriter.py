@@ -2,7 +2,7 @@
 
 Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab, carriage
 return, line feed or NUL) get a leading apostrophe; numbers stay numbers, so a negative number
-is never quoted into text. Quoting follows RFC 4180 with CRLF line ends.
+is never quoted into text. Quoting follows RFC 4180 with CRLF line ends; every text cell is quoted.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def csv_chunks(
     Memory stays flat whatever the number of rows: each chunk is written and handed on.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    # Every text cell quoted, numbers bare: a '#' or ',' inside text can never be read as a
+    # comment (R comment.char, pandas comment) or a separator, and numbers stay numbers.
+    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
     if bom:
         buffer.write(BOM)
     for line in preamble:

@@ -46,8 +46,8 @@ COLUMNS = {
     "item_respondent": "patient_reported or clinician_observed.",
     "item_domain": "Symptom domain of the item.",
     "score": "The item's score; NA when the item was not assessed (never 0 or empty).",
-    "not_assessed_reason": "Why the item was not assessed: "
-    + ", ".join(NOT_ASSESSED_REASONS.values())
+    "not_assessed_reason": "Why the item was not assessed, as a code: "
+    + "; ".join(f"{code} = {label}" for code, label in NOT_ASSESSED_REASONS.items())
     + ".",
     "measured_value": "The measurement the score was derived from (COWS pulse, beats/min).",
     "not_assessed": "Wide layout: the items not assessed, with their reasons.",
@@ -59,6 +59,16 @@ def dictionary_rows(scales: dict[str, Scale]) -> tuple[list[str], list[list]]:
         ["column", name, "", "", "", "", "", "", "", "", "", "", "", "", text]
         for name, text in COLUMNS.items()
     ]
+    for scale in scales.values():
+        for item in scale.items:
+            if item.measurement is not None:
+                m = item.measurement
+                rows.append(
+                    ["column", m.key, scale.key, scale.name, scale.version, "", m.label, "",
+                     "", "", "", f"{m.minimum}-{m.maximum}", "", "",
+                     f"Wide layout: the measured {m.unit} that {item.key}'s score was derived "
+                     "from; empty when not measured."]
+                )  # fmt: skip
     for scale in scales.values():
         bands = "; ".join(f"{b.low}-{b.high} {b.label}" for b in scale.bands) or scale.band_note
         citation = "; ".join(

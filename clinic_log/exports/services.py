@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -32,6 +33,7 @@ from ..timeutil import zone
 LAYOUTS = ("wide", "long")
 PROFILES = ("identified", "deidentified")
 BATCH_ROWS = 2000
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 NA = "NA"  # how a not-assessed score is written: distinct from "" and from 0 (R reads it as NA)
 
 
@@ -81,7 +83,8 @@ def _date(raw: str | None, name: str) -> date | None:
     if not raw:
         return None
     try:
-        parsed = date.fromisoformat(raw) if len(raw) == 10 and raw[4] == "-" else None
+        # The pattern first: fromisoformat alone also reads week dates such as 2026-W01-1.
+        parsed = date.fromisoformat(raw) if _ISO_DATE.match(raw) else None
     except ValueError:
         parsed = None
     if parsed is None or not 2000 <= parsed.year <= 2100:
@@ -211,16 +214,14 @@ def _conditions(request: ExportRequest) -> list:
 
 def _rows_statement(request: ExportRequest):
     """One row per item score, in assessment order, with everything a CSV row needs."""
+    # The row's episode is the joined Episode; count the patient's episodes that started no
+    # later than it (an alias, so the subquery does not correlate to itself).
+    earlier = aliased(Episode)
     episode_number = (
-        select(func.count(Episode.id))
-        .where(Episode.patient_id == Assessment.patient_id)
-        .where(
-            Episode.started_at
-            <= select(Episode.started_at)
-            .where(Episode.id == Assessment.episode_id)
-            .scalar_subquery()
-        )
-        .correlate(Assessment)
+        select(func.count(earlier.id))
+        .where(earlier.patient_id == Assessment.patient_id)
+        .where(earlier.started_at <= Episode.started_at)
+        .correlate(Assessment, Episode)
         .scalar_subquery()
     )
     return (
@@ -292,7 +293,11 @@ def _local(value: datetime | None, tz_name: str) -> str:
 
 
 def rows(connection, request: ExportRequest) -> Iterator[list]:
-    """The CSV rows, streamed from the connection's snapshot in batches."""
+    """The CSV rows, streamed from the connection's snapshot in batches.
+
+    The query runs now, while the request's objects are loaded; only reading the result is
+    left to the stream (which runs after the view has returned).
+    """
     pseudonymiser = (
         Pseudonymiser(instance_secret(current_app, "export_key"))
         if request.profile == "deidentified"
@@ -300,11 +305,16 @@ def rows(connection, request: ExportRequest) -> Iterator[list]:
     )
     result = connection.execution_options(yield_per=BATCH_ROWS).execute(_rows_statement(request))
     scale_items = {key: scale.items for key, scale in scales().items()}
+    wide_items = request.scale.items if request.layout == "wide" else ()
+    return _format_rows(result, request.layout, wide_items, scale_items, pseudonymiser)
+
+
+def _format_rows(result, layout, wide_items, scale_items, pseudonymiser) -> Iterator[list]:
     for _assessment_id, group in groupby(result, key=itemgetter(0)):
         group = list(group)
         first = group[0]
         base = _base_columns(first, pseudonymiser)
-        if request.layout == "long":
+        if layout == "long":
             items = {item.key: item for item in scale_items.get(first.scale_key, ())}
             for row in group:
                 item = items.get(row.item_key)
@@ -319,7 +329,7 @@ def rows(connection, request: ExportRequest) -> Iterator[list]:
         else:
             by_key = {row.item_key: row for row in group}
             values = []
-            for item in request.scale.items:
+            for item in wide_items:
                 row = by_key.get(item.key)
                 values.append(NA if row is None or row.score is None else row.score)
                 if item.measurement is not None:
@@ -363,7 +373,15 @@ def preamble(request: ExportRequest, user: User, count: int, at: datetime) -> li
     shown = scales()
     keys = [request.scale.key] if request.scale else list(shown)
     versions = "; ".join(f"{key} v{shown[key].version}" for key in keys)
-    filters = "; ".join(f"{k}={v}" for k, v in request.filters.items() if v != "")
+    shown_filters = dict(request.filters)
+    if request.profile == "deidentified":
+        # The real identifier and real dates would undo the pseudonyms and the date shift.
+        if request.patient is not None:
+            shown_filters["patient"] = "one patient"
+        for key in ("start", "end"):
+            if shown_filters.get(key):
+                shown_filters[key] = "(a real date, not shown)"
+    filters = "; ".join(f"{k}={v}" for k, v in shown_filters.items() if v != "")
     return [
         "clinic_log export of withdrawal symptom assessments",
         NO_ADVICE_NOTICE,
