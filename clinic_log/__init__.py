@@ -49,4 +49,8 @@ def create_app(config: dict | None = None) -> Flask:
     register_request_hooks(app)
     register_template_helpers(app)
     register_cli(app)
+    from .storage import check_schema_at_start_up
+
+    # An unmigrated or outdated database stops start-up (see storage.check_schema_at_start_up).
+    check_schema_at_start_up(app, settings_from_environment=config is None)
     return app

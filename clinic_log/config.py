@@ -96,6 +96,10 @@ def validate_config(config) -> None:
     ):
         raise ConfigError("CLINIC_LOG_DATABASE_URL for PostgreSQL must use postgresql+psycopg://")
 
+    if config.get("DEBUG") and not config.get("TESTING"):
+        raise ConfigError(
+            "CLINIC_LOG_DEBUG is on: the debugger runs code from the browser; never use it here"
+        )
     if len(str(config["SECRET_KEY"])) < 32:
         raise ConfigError("CLINIC_LOG_SECRET_KEY must be at least 32 characters of random data")
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import random
 import sqlite3
+import time
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from flask import current_app, has_app_context
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
@@ -103,6 +109,62 @@ def _guard_unmarked_writes(session, _context, _instances) -> None:
         return
     if not session.connection().get_execution_options().get(WRITE_OPTION):
         raise RuntimeError("write without begin_write(): call it at the start of the service")
+
+
+# PostgreSQL aborts a transaction with these when it conflicts with another one; running the
+# whole unit of work again is the documented remedy (serialization_failure, deadlock_detected).
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+_in_retried_unit: ContextVar[bool] = ContextVar("clinic_log_in_retried_unit", default=False)
+_retry_log = logging.getLogger("clinic_log.database")
+
+
+def is_retryable_conflict(error: BaseException) -> bool:
+    """True for a PostgreSQL serialization failure (40001) or deadlock (40P01)."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def retry_on_conflict(func=None, *, retries: int = 3, base_delay: float = 0.02):
+    """Run a unit of work again, at most ``retries`` times, when PostgreSQL aborts it with
+    40001 or 40P01; after that the error propagates (the web layer answers 503, input kept).
+
+    Use it around a whole service call that begins, writes and commits, e.g.
+    ``@retry_on_conflict`` on ``record_assessment``: the session is rolled back before each new
+    attempt, so the function must start from its arguments and do nothing outside the database
+    it cannot repeat. Inside another retried unit it runs once: the outer one retries the whole.
+    SQLite never raises these (it waits ``busy_timeout`` instead), so there it costs nothing.
+    """
+    if func is None:
+        return functools.partial(retry_on_conflict, retries=retries, base_delay=base_delay)
+
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        if _in_retried_unit.get():
+            return func(*args, **kwargs)
+        token = _in_retried_unit.set(True)
+        try:
+            for attempt in range(retries + 1):
+                try:
+                    return func(*args, **kwargs)
+                except DBAPIError as error:
+                    if attempt == retries or not is_retryable_conflict(error):
+                        raise
+                    if has_app_context():
+                        from .extensions import db
+
+                        db.session.rollback()
+                    _retry_log.info(
+                        "%s: PostgreSQL %s, attempt %d of %d, retrying",
+                        func.__qualname__,
+                        error.orig.sqlstate,
+                        attempt + 1,
+                        retries + 1,
+                    )
+                    # Jitter, so two transactions that collided do not collide again in step.
+                    time.sleep(base_delay * 2**attempt * random.uniform(0.5, 1.5))  # noqa: S311
+        finally:
+            _in_retried_unit.reset(token)
+
+    return run
 
 
 def render_migration_type(type_, obj, autogen_context):

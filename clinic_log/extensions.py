@@ -18,4 +18,6 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
+# A session cookie replayed from another browser (other address or user agent) is dropped.
+login_manager.session_protection = "strong"
 csrf = CSRFProtect()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from flask import Flask, render_template, request
+from flask import Flask, abort, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
+from . import storage
 from .auth import sessions as auth_sessions
 from .database import configure_sqlite, render_migration_type
 from .extensions import csrf, db, login_manager, migrate
@@ -97,7 +99,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(error):
         view = app.view_functions.get(request.endpoint or "")
-        if request.method == "POST" and getattr(view, "redisplay_on_csrf_error", False):
+        # Only a missing or expired token is the user's misfortune; a missing or foreign
+        # Referer on HTTPS is refused outright, never re-run through the view.
+        referrer_problem = "referrer" in (error.description or "").lower()
+        redisplay = getattr(view, "redisplay_on_csrf_error", False) and not referrer_problem
+        if request.method == "POST" and redisplay:
             try:
                 return view(**(request.view_args or {}))
             except HTTPException as refused:  # the view's own 403/404: no error handler runs here
@@ -112,8 +118,22 @@ def register_error_handlers(app: Flask) -> None:
         log.exception("unhandled error, incident %s, %s %s", incident, request.method, request.path)
         return render_template("errors/500.html", incident=incident), 500
 
+    @app.errorhandler(OperationalError)
+    def storage_error(error):
+        # Locked past the busy timeout, disk full, or a PostgreSQL conflict that outlived its
+        # retries: 503 (507 when full) with the user's input kept, never a 500 (storage.py).
+        if storage.problem_of(error) is None:
+            return unexpected_error(error)
+        return storage.refused_write_response(error, http_error)
+
 
 def register_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def refuse_nul_in_query():
+        # PostgreSQL cannot even compare text containing NUL; no query parameter needs one.
+        if any("\x00" in value for value in request.args.values()):
+            abort(400)
+
     @app.after_request
     def security_headers(response):
         for name, value in SECURITY_HEADERS.items():

@@ -23,11 +23,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import PASSWORD, PG_URL
+from conftest import PASSWORD
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.orm.exc import DetachedInstanceError
 
 from clinic_log.assessments.services import Answers, amend_assessment, void_assessment
 from clinic_log.database import begin_write, now_utc
@@ -76,14 +74,6 @@ PSEUDONYM = re.compile(r"^P-[0-9a-f]{16}$")
 # On PostgreSQL every export that holds an episode with two or more entries fails (see
 # test_episode_numbers_count_the_patients_episodes): these tests are expected to fail there
 # until that is fixed, and fail loudly (strict) once it is.
-pg_episode_number_bug = pytest.mark.xfail(
-    bool(PG_URL),
-    reason="BUG: services._rows_statement's episode_number subquery is mis-correlated; "
-    "PostgreSQL refuses it (CardinalityViolation: more than one row returned by a subquery) "
-    "as soon as one episode has two entries",
-    raises=ProgrammingError,
-    strict=True,
-)
 
 
 # --------------------------------------------------------------------------- reading files
@@ -253,7 +243,6 @@ def recorded(world, since_january, add_assessment):
     return made
 
 
-@pg_episode_number_bug
 def test_wide_values_of_a_complete_and_an_incomplete_entry(north, world, recorded):
     done, partial = recorded["north", "complete"], recorded["north", "incomplete"]
     rows = export_csv(north, layout="wide", scale="cows").by_id()
@@ -289,7 +278,6 @@ def test_wide_values_of_a_complete_and_an_incomplete_entry(north, world, recorde
     assert (row["reviewed_by"], row["reviewed_at_utc"]) == ("", "")
 
 
-@pg_episode_number_bug
 def test_long_values_one_row_per_item(north, recorded, login):
     done, partial = recorded["north", "complete"], recorded["north", "incomplete"]
     data = export_csv(north)
@@ -340,7 +328,6 @@ HOSTILE_NOTES = (
 ORDINARY_NOTE = 'Said "I feel awful", then slept.\nWoke at 03:00, sweating; see 2+2 = 4'
 
 
-@pg_episode_number_bug
 def test_hostile_notes_come_back_neutralised_and_intact(north, world, add_assessment):
     start = now_utc() - timedelta(hours=20)
     made = {
@@ -420,7 +407,6 @@ def three_entries(world, add_assessment):
     }
 
 
-@pg_episode_number_bug
 def test_scale_filter(north, three_entries):
     first, second, third = (three_entries[k] for k in ("cows", "gad7", "other"))
     assert set(export_csv(north).by_id()) == {first.id, second.id, third.id}
@@ -433,7 +419,6 @@ def test_scale_filter(north, three_entries):
     assert gad_rows[0]["total"] == "7"
 
 
-@pg_episode_number_bug
 def test_patient_filter_on_the_command_line(world, runner, tmp_path, three_entries):
     first, second, third = (three_entries[k] for k in ("cows", "gad7", "other"))
     target = tmp_path / "one.csv"
@@ -495,7 +480,6 @@ def _check_days(browser, made, zone, ranges):
             assert (f"end={end}" in filters) == bool(end)
 
 
-@pg_episode_number_bug
 def test_start_and_end_are_london_days_end_included(world, since_january, add_assessment, login):
     made = _dated_entries(since_january["north"], world["clin_n"], add_assessment, [
         # 15 July (BST): 14 July 23:00Z to 15 July 23:00Z.
@@ -519,7 +503,6 @@ def test_start_and_end_are_london_days_end_included(world, since_january, add_as
     assert sorted(z(i) for i in inside) == ["2026-07-14T23:00:00Z", "2026-07-15T22:59:59Z"]
 
 
-@pg_episode_number_bug
 def test_start_and_end_are_new_york_days_end_included(world, since_january, add_assessment, login):
     made = _dated_entries(since_january["south"], world["clin_s"], add_assessment, [
         # 15 January (EST): 05:00Z to 05:00Z the next day.
@@ -535,7 +518,6 @@ def test_start_and_end_are_new_york_days_end_included(world, since_january, add_
     assert sorted(z(i) for i in inside) == ["2026-01-15T05:00:00Z", "2026-01-16T04:59:59Z"]
 
 
-@pg_episode_number_bug
 def test_history_adds_amended_and_voided_versions(north, world, add_assessment):
     clin = world["clin_n"]
     to_amend = add_assessment(world["patient_n"], clin, notes="first version")
@@ -611,7 +593,6 @@ def two_patients(world, add_assessment, make_user, export_key):
     return {"a1": a1, "a2": a2, "b1": b1, "patient_b": patient_b}
 
 
-@pg_episode_number_bug
 def test_deidentified_file_has_no_identifiers_names_or_notes(north, world, two_patients):
     for params in ({}, {"layout": "wide", "scale": "cows"}, {"history": "1"}):
         data = export_csv(north, profile="deidentified", **params)
@@ -644,7 +625,6 @@ def test_deidentified_file_has_no_identifiers_names_or_notes(north, world, two_p
     assert first.by_id()[a1.id]["episode_number"] == "1"
 
 
-@pg_episode_number_bug
 def test_dates_shift_by_whole_days_per_patient_keeping_intervals(
     north, world, two_patients, export_key
 ):
@@ -762,7 +742,6 @@ def test_response_headers_and_the_excel_option(north, world, add_assessment):
     assert parse(excel).header == parse(plain).header
 
 
-@pg_episode_number_bug
 def test_provenance_lines(north, world, add_assessment):
     for _ in range(3):
         add_assessment(world["patient_n"], world["clin_n"])
@@ -914,7 +893,6 @@ def test_rows_and_chunks_are_generators():
     assert inspect.isgeneratorfunction(csv_chunks)
 
 
-@pg_episode_number_bug
 def test_the_download_is_streamed_in_chunks(north, world, app):
     """The body leaves in several pieces, not as one string built in memory."""
     # Many entries, quickly: straight through the model, as record_assessment would store them.
@@ -1094,7 +1072,6 @@ def _without_generated_at(text: str) -> str:
     )
 
 
-@pg_episode_number_bug
 def test_cli_writes_the_same_file_as_the_download(north, world, runner, tmp_path, recorded):
     target = tmp_path / "out.csv"
     result = cli_ok(
@@ -1121,7 +1098,6 @@ def test_cli_writes_the_same_file_as_the_download(north, world, runner, tmp_path
     assert len(audit_events("export")) == 3
 
 
-@pg_episode_number_bug
 def test_cli_options_match_the_query_parameters(world, runner, tmp_path, recorded, login):
     target = tmp_path / "deid.csv"
     cli_ok(

@@ -21,7 +21,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from conftest import PASSWORD, PG_URL, Browser, IsolatedClient
+from conftest import PASSWORD, Browser, IsolatedClient
 from flask import Flask
 from jinja2 import BytecodeCache
 from sqlalchemy import func, select, text, update
@@ -780,12 +780,6 @@ def test_F08_no_patient_data_in_the_cookie_after_saving_with_a_flash(app, world,
         assert phi not in content, phi
 
 
-@pytest.mark.xfail(
-    reason="BUG: Flask-Login session_protection is left at 'basic' (clinic_log/extensions.py); "
-    "a session cookie replayed from another browser (other User-Agent) stays logged in. "
-    "Catalogue F09 expects 'strong' (session ended) for these non-permanent sessions.",
-    strict=True,
-)
 def test_F09_a_cookie_replayed_with_another_user_agent_is_logged_out(app, world, login):
     browser = login("clin.north")
     stolen = browser.client.get_cookie("session").value
@@ -941,13 +935,6 @@ def test_H04_https_post_without_a_same_origin_referer_is_400(app, world):
     assert client.get("/patients/", base_url=HTTPS).headers["Referrer-Policy"] == "same-origin"
 
 
-@pytest.mark.xfail(
-    reason="BUG: on HTTPS a POST with no or a foreign Referer to any view marked "
-    "redisplay_on_csrf_error (patients, entries, amend, void, sign, admin forms) is SAVED: "
-    "web.py csrf_error re-runs the view, and the form's own CSRF check only checks the token, "
-    "not the Referer (WTF_CSRF_SSL_STRICT is bypassed). Expected: 400/422, nothing written.",
-    strict=True,
-)
 def test_H04_https_form_post_without_a_same_origin_referer_saves_nothing(app, world):
     client = _https_login(app)
     token = _https_token(client, "/patients/new")
@@ -1177,18 +1164,7 @@ def test_I12_reading_a_patients_data_is_audited(app, world, add_assessment, logi
 
 # --------------------------------------------------------------------------- J. storage
 
-_PG_NUL_BUG = pytest.mark.xfail(
-    bool(PG_URL),
-    reason="BUG: (PostgreSQL only) a NUL byte sent where no form validator runs reaches the "
-    "driver, which refuses it, and the unexpected error is a 500: login username "
-    "(auth/services.find_user), patient search q (patients/services.list_patients), audit view "
-    "filters (auditlog/services.visible_events), the hidden submission_key "
-    "(assessments/services.find_submission). Expected: 200/4xx as on SQLite.",
-    strict=True,
-)
 
-
-@_PG_NUL_BUG
 def test_J10_a_nul_byte_where_no_form_validator_runs_is_never_a_500(
     app, world, add_assessment, login
 ):
@@ -1270,12 +1246,6 @@ def test_K01_a_database_error_shows_no_sql_and_no_schema(app, world, browser, ca
     assert incident in caplog.text and "k01_no_such_table" in caplog.text
 
 
-@pytest.mark.xfail(
-    reason="BUG: create_app accepts DEBUG=True (e.g. CLINIC_LOG_DEBUG=true) outside TESTING; "
-    "config.validate_config checks the key length but not DEBUG. Catalogue K02 expects "
-    "start-up to stop with debug mode on in production.",
-    strict=True,
-)
 def test_K02_debug_mode_outside_tests_stops_start_up(tmp_path):
     with pytest.raises(ConfigError):
         create_app(

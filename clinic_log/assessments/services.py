@@ -5,6 +5,7 @@ old one (which becomes ``amended``), a void keeps the row with its reason."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +30,7 @@ from ..scale_registry import get_scale
 from ..scales import NOT_ASSESSED_REASONS, Scale, ScoreError
 from ..timeutil import format_local, implausible_time
 
+_SUBMISSION_KEY = re.compile(r"^[0-9a-f]{32}$")
 _KEY_REUSED = (
     "This form was already used for another entry. Nothing was saved: check the answers "
     "below and save again."
@@ -88,7 +90,7 @@ def observed_at_problem(observed_at: datetime, episode: Episode, now: datetime) 
 
 def find_submission(submission_key: str | None, user: User, patient: Patient) -> Assessment | None:
     """The assessment already saved from this very form (a double click or a resubmit)."""
-    if not submission_key:
+    if not submission_key or not _SUBMISSION_KEY.match(submission_key):
         return None
     return db.session.scalar(
         select(Assessment).where(

@@ -3,11 +3,13 @@ import re
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
 
-from ..forms import BaseForm
+from ..forms import BaseForm, refuse_control_characters
 
 
 class LoginForm(BaseForm):
-    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    username = StringField(
+        "Username", validators=[DataRequired(), Length(max=64), refuse_control_characters]
+    )
     # Passwords are not stripped: a space is a legitimate character in a passphrase.
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
 
