@@ -288,15 +288,8 @@ def amend_assessment(
     replacement = _build_version(user, assessment.patient, assessment.episode, scale_obj, answers)
     replacement.replaces_id = assessment.id
     replacement.submission_key = submission_key or None
-    assessment.status = AssessmentStatus.AMENDED
-    assessment.status_reason = reason.strip()
     db.session.add(replacement)
-    try:
-        db.session.flush()
-    except StaleDataError as exc:
-        db.session.rollback()
-        raise EditConflict(current_version_of(assessment)) from exc
-    invalidated = _invalidate_signatures(assessment, replacement)
+    invalidated = _retire(assessment, AssessmentStatus.AMENDED, reason.strip(), replacement)
     audit.record(
         "assessment_amend",
         user=user,
@@ -335,14 +328,7 @@ def void_assessment(
     detail = (reason or "").strip()
     full_reason = f"{text}: {detail}" if text and detail else (text or detail)
     _check_change(user, assessment, expected_version, full_reason)
-    assessment.status = AssessmentStatus.VOIDED
-    assessment.status_reason = full_reason
-    try:
-        db.session.flush()
-    except StaleDataError as exc:
-        db.session.rollback()
-        raise EditConflict(current_version_of(assessment)) from exc
-    invalidated = _invalidate_signatures(assessment, None)
+    invalidated = _retire(assessment, AssessmentStatus.VOIDED, full_reason, None)
     audit.record(
         "assessment_void",
         user=user,
@@ -355,6 +341,23 @@ def void_assessment(
     )
     db.session.commit()
     return assessment
+
+
+def _retire(
+    assessment: Assessment, status: str, reason: str, replacement: Assessment | None
+) -> list[int]:
+    """Take an entry out of the active set (amended or voided) and invalidate its signatures.
+
+    :raise EditConflict: someone changed the row between our check and this write.
+    """
+    assessment.status = status
+    assessment.status_reason = reason
+    try:
+        db.session.flush()
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise EditConflict(current_version_of(assessment)) from exc
+    return _invalidate_signatures(assessment, replacement)
 
 
 def _invalidate_signatures(old: Assessment, replacement: Assessment | None) -> list[int]:
