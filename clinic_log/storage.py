@@ -120,7 +120,7 @@ def refused_write_response(error: DBAPIError, http_error):
     # SQLite has usually rolled back already ("disk full"); SQLAlchemy's rollback tolerates it.
     db.session.rollback()
     log.warning(
-        "database %s (%s): nothing saved for %s %s",
+        "database %s (%s): nothing saved for %s %r",
         kind,
         _reason(error),
         request.method,
@@ -194,7 +194,7 @@ def _redisplay(view, message: str, status: int, http_error):
         return http_error(refused)
     except Exception as again:  # the database refused even the reads: use the plain page
         # No traceback: a database error's text carries the SQL and its parameters.
-        log.warning("re-rendering %s failed too: %s", request.path, type(again).__name__)
+        log.warning("re-rendering %r failed too: %s", request.path, type(again).__name__)
         db.session.rollback()
         return None
     finally:

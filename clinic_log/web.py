@@ -12,9 +12,9 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from . import storage
+from . import audit, storage
 from .auth import sessions as auth_sessions
-from .database import configure_sqlite, render_migration_type
+from .database import begin_write, configure_sqlite, render_migration_type
 from .extensions import csrf, db, login_manager, migrate
 from .product import NO_ADVICE_NOTICE
 from .scale_registry import init_scales
@@ -103,6 +103,7 @@ def register_error_handlers(app: Flask) -> None:
         # Referer on HTTPS is refused outright, never re-run through the view.
         referrer_problem = "referrer" in (error.description or "").lower()
         redisplay = getattr(view, "redisplay_on_csrf_error", False) and not referrer_problem
+        record_security_event("csrf_refused", {"reason": error.description})
         if request.method == "POST" and redisplay:
             try:
                 return view(**(request.view_args or {}))
@@ -115,7 +116,8 @@ def register_error_handlers(app: Flask) -> None:
         # Roll back first: the failed transaction must not leak into rendering the page.
         db.session.rollback()
         incident = uuid.uuid4().hex[:12]
-        log.exception("unhandled error, incident %s, %s %s", incident, request.method, request.path)
+        # %r: a crafted path with CR/LF must not forge lines in a plain-text log.
+        log.exception("unhandled error, incident %s, %s %r", incident, request.method, request.path)
         return render_template("errors/500.html", incident=incident), 500
 
     @app.errorhandler(OperationalError)
@@ -125,6 +127,18 @@ def register_error_handlers(app: Flask) -> None:
         if storage.problem_of(error) is None:
             return unexpected_error(error)
         return storage.refused_write_response(error, http_error)
+
+
+def record_security_event(action: str, details: dict) -> None:
+    """A refused request leaves a line in the audit trail, in its own small transaction."""
+    db.session.rollback()
+    begin_write(db.session)
+    audit.record(
+        action,
+        user=current_user if current_user.is_authenticated else None,
+        details={"path": request.path, "method": request.method, **details},
+    )
+    db.session.commit()
 
 
 def register_request_hooks(app: Flask) -> None:

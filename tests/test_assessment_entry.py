@@ -129,7 +129,8 @@ def login(app, world):
 
 
 def counts(app) -> tuple[int, int, int]:
-    """Assessments, item scores, and audit events other than logging in and out."""
+    """Assessments, item scores, and audit events other than logins, logouts and refused
+    CSRF checks (security events, not data changes)."""
     with app.app_context():
         return (
             db.session.scalar(select(func.count()).select_from(Assessment)),
@@ -137,7 +138,11 @@ def counts(app) -> tuple[int, int, int]:
             db.session.scalar(
                 select(func.count())
                 .select_from(AuditEvent)
-                .where(AuditEvent.action.not_in(("login_success", "login_failure", "logout")))
+                .where(
+                    AuditEvent.action.not_in(
+                        ("login_success", "login_failure", "logout", "csrf_refused")
+                    )
+                )
             ),
         )
 

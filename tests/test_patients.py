@@ -125,7 +125,8 @@ def count(app, model) -> int:
         return db.session.scalar(select(func.count()).select_from(model))
 
 
-SESSION_ACTIONS = ("login_success", "login_failure", "logout")
+# Security events a refused or session request leaves; they are not data changes.
+SESSION_ACTIONS = ("login_success", "login_failure", "logout", "csrf_refused")
 
 
 def counts(app) -> tuple[int, int, int, int]:

@@ -1012,12 +1012,6 @@ def test_H06_a_foreign_host_header_is_never_built_into_a_url(app, world):
 # --------------------------------------------------------------------------- I. audit
 
 
-@pytest.mark.xfail(
-    reason="BUG: a CSRF failure is answered (400, or 422 with the form) but leaves no "
-    "security event: web.py csrf_error writes no audit event and logs nothing. "
-    "Catalogue I07 expects failed CSRF checks to be recorded like refused access.",
-    strict=True,
-)
 def test_I07_a_csrf_failure_is_recorded_as_a_security_event(app, world, login):
     browser = login("clin.north")
     start = last_audit_id(app)
@@ -1115,13 +1109,6 @@ def test_I11_a_note_with_a_forged_log_line_forges_nothing(app, world, login, cap
     assert "\r" not in event.details and "\n" not in event.details  # JSON-escaped, one line
 
 
-@pytest.mark.xfail(
-    reason="BUG: web.py unexpected_error and storage.py refused_write_response log request.path "
-    "with %s; a percent-encoded CR/LF in the path of any request whose failure is logged (an "
-    "unexpected error, a refused write) starts a forged line in the plain-text log. Catalogue "
-    "I11 expects logged values encoded (JSON or repr) so that no line can be forged.",
-    strict=True,
-)
 def test_I11_a_crafted_path_cannot_forge_a_log_line(app, world):
     def explode(rest):
         raise RuntimeError("i11")
