@@ -41,8 +41,11 @@ lint: $(VENV)/.installed-test
 
 ## Benchmarks: ratios against a bare Flask endpoint and a minimal matplotlib script.
 bench: $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/bench_chart_render.py
 	$(BIN)/python bench/bench_chart_routes.py
+	$(BIN)/python bench/bench_export.py
+	$(BIN)/python bench/bench_pages.py
 
 ## The README's example charts, drawn from the synthetic demo data.
 docs-images: $(VENV)/.installed-run
