@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 from flask.testing import FlaskClient
+from jinja2 import BytecodeCache
 from sqlalchemy import text
 
 from clinic_log import create_app
@@ -33,6 +34,23 @@ _pg_schema_ready = False
 def pytest_report_header(config):
     where = f"PostgreSQL {PG_URL}" if PG_URL else "SQLite (a temporary file per test)"
     return f"clinic_log database: {where}"
+
+
+class _SharedBytecodeCache(BytecodeCache):
+    """Templates compiled once per test run instead of once per test's app."""
+
+    def __init__(self):
+        self.store: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.store:
+            bucket.bytecode_from_string(self.store[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.store[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE_CACHE = _SharedBytecodeCache()
 
 
 class IsolatedClient(FlaskClient):
@@ -69,6 +87,7 @@ def app(tmp_path):
         }
     )
     app.test_client_class = IsolatedClient
+    app.jinja_env.bytecode_cache = _BYTECODE_CACHE
     with app.app_context():
         if not PG_URL or not _pg_schema_ready:
             if PG_URL:

@@ -1,7 +1,7 @@
 """Recording an assessment on each scale, driven over HTTP as a clinician would: open the form,
 read the CSRF token, the submission key and the default time from it, answer, submit.
 
-Every request runs in its own application context (see ``_FreshContextClient``): the ``world``
+Every request runs in its own application context (the conftest client sees to it): the ``world``
 fixture keeps one app context pushed for the whole test, and Flask reuses a pushed context for
 requests, which would share ``g`` (the logged-in user, the CSRF token) and the database session
 between the test and every browser.
@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import Browser
-from jinja2 import BytecodeCache
 from sqlalchemy import func, select
 
 from clinic_log.assessments import services
@@ -38,44 +37,6 @@ NOTES = "Sitting up in bed & talking; <calm>"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _SharedBytecodeCache(BytecodeCache):
-    """Templates compiled once per test run instead of once per test's app."""
-
-    def __init__(self):
-        self.store = {}
-
-    def load_bytecode(self, bucket):
-        if bucket.key in self.store:
-            bucket.bytecode_from_string(self.store[bucket.key])
-
-    def dump_bytecode(self, bucket):
-        self.store[bucket.key] = bucket.bytecode_to_string()
-
-
-_BYTECODE_CACHE = _SharedBytecodeCache()
-
-
-@pytest.fixture(autouse=True)
-def _compile_templates_once(app):
-    app.jinja_env.bytecode_cache = _BYTECODE_CACHE
-
-
-class _FreshContextClient:
-    """A test client whose every request gets its own app context (own ``g``, own session)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.client = app.test_client()
-
-    def get(self, *args, **kwargs):
-        with self.app.app_context():
-            return self.client.get(*args, **kwargs)
-
-    def post(self, *args, **kwargs):
-        with self.app.app_context():
-            return self.client.post(*args, **kwargs)
 
 
 class User(Browser):
@@ -121,7 +82,7 @@ def ids(world):
 @pytest.fixture
 def login(app, world):
     def _login(username):
-        browser = User(_FreshContextClient(app))
+        browser = User(app.test_client())
         browser.login(username)
         return browser
 

@@ -16,7 +16,6 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from jinja2 import BytecodeCache
 from sqlalchemy import insert, select, update
 
 from clinic_log.database import begin_write, now_utc
@@ -107,28 +106,6 @@ def table_rows(section: str, caption: str) -> list[str]:
 def no_dosing(page: str):
     found = DOSING.search(ALLOWED.sub("", page))
     return found.group(0) if found else None
-
-
-class _SharedBytecodeCache(BytecodeCache):
-    """Templates compiled once per test run instead of once per test's app."""
-
-    def __init__(self):
-        self.store = {}
-
-    def load_bytecode(self, bucket):
-        if bucket.key in self.store:
-            bucket.bytecode_from_string(self.store[bucket.key])
-
-    def dump_bytecode(self, bucket):
-        self.store[bucket.key] = bucket.bytecode_to_string()
-
-
-_BYTECODE_CACHE = _SharedBytecodeCache()
-
-
-@pytest.fixture(autouse=True)
-def _compile_templates_once(app):
-    app.jinja_env.bytecode_cache = _BYTECODE_CACHE
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from jinja2 import BytecodeCache
 from sqlalchemy import insert, update
 
 from clinic_log.database import begin_write, now_utc
@@ -30,28 +29,6 @@ _ROW = re.compile(r'<tr( class="overdue")?>\s*<th scope="row">(.*?)</tr>', re.S)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _SharedBytecodeCache(BytecodeCache):
-    """Templates compiled once per test run instead of once per test's app."""
-
-    def __init__(self):
-        self.store = {}
-
-    def load_bytecode(self, bucket):
-        if bucket.key in self.store:
-            bucket.bytecode_from_string(self.store[bucket.key])
-
-    def dump_bytecode(self, bucket):
-        self.store[bucket.key] = bucket.bytecode_to_string()
-
-
-_BYTECODE_CACHE = _SharedBytecodeCache()
-
-
-@pytest.fixture(autouse=True)
-def _compile_templates_once(app):
-    app.jinja_env.bytecode_cache = _BYTECODE_CACHE
 
 
 def scores_for(scale_key: str, total: int) -> dict[str, int]:

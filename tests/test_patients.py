@@ -1,6 +1,6 @@
 """Patients, their episodes and the patient pages, driven over HTTP as a clinician would.
 
-Every request runs in its own application context (see ``_FreshContextClient``): the ``world``
+Every request runs in its own application context (the conftest client sees to it): the ``world``
 fixture keeps one app context pushed for the whole test, and Flask reuses a pushed context for
 requests, which would share ``g`` (the logged-in user, the CSRF token) and the database session
 between the test and every browser.
@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import PASSWORD, Browser
-from jinja2 import BytecodeCache
 from sqlalchemy import func, select
 
 from clinic_log.database import now_utc
@@ -33,44 +32,6 @@ NEW_YORK = "America/New_York"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _SharedBytecodeCache(BytecodeCache):
-    """Templates compiled once per test run instead of once per test's app."""
-
-    def __init__(self):
-        self.store = {}
-
-    def load_bytecode(self, bucket):
-        if bucket.key in self.store:
-            bucket.bytecode_from_string(self.store[bucket.key])
-
-    def dump_bytecode(self, bucket):
-        self.store[bucket.key] = bucket.bytecode_to_string()
-
-
-_BYTECODE_CACHE = _SharedBytecodeCache()
-
-
-@pytest.fixture(autouse=True)
-def _compile_templates_once(app):
-    app.jinja_env.bytecode_cache = _BYTECODE_CACHE
-
-
-class _FreshContextClient:
-    """A test client whose every request gets its own app context (own ``g``, own session)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.client = app.test_client()
-
-    def get(self, *args, **kwargs):
-        with self.app.app_context():
-            return self.client.get(*args, **kwargs)
-
-    def post(self, *args, **kwargs):
-        with self.app.app_context():
-            return self.client.post(*args, **kwargs)
 
 
 @pytest.fixture
@@ -95,7 +56,7 @@ def ids(world):
 
 @pytest.fixture
 def anonymous(app):
-    return Browser(_FreshContextClient(app))
+    return Browser(app.test_client())
 
 
 class User(Browser):
@@ -113,7 +74,7 @@ class User(Browser):
 @pytest.fixture
 def login(app, world):
     def _login(username):
-        browser = User(_FreshContextClient(app))
+        browser = User(app.test_client())
         browser.login(username)
         return browser
 
@@ -297,7 +258,7 @@ def test_after_login_the_next_page_is_honoured(app, ids, subtests):
     for page in ["/patients/", "/patients/{pid}?page=1", "/patients/{pid}/assessments/new/cows"]:
         url = page.format(pid=ids.pid_n)
         with subtests.test(url=url):
-            anonymous = Browser(_FreshContextClient(app))
+            anonymous = Browser(app.test_client())
             login_url = anonymous.get(url).headers["Location"]
 
             response = anonymous.post(

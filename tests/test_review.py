@@ -15,7 +15,6 @@ from datetime import timedelta
 
 import pytest
 from conftest import PASSWORD
-from jinja2 import BytecodeCache
 from sqlalchemy import func, select, text
 
 from clinic_log.assessments.services import (
@@ -47,24 +46,6 @@ GAD7 = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _SharedBytecodeCache(BytecodeCache):
-    """Templates compiled once per test run instead of once per test's app."""
-
-    store: dict = {}
-
-    def load_bytecode(self, bucket):
-        if bucket.key in self.store:
-            bucket.bytecode_from_string(self.store[bucket.key])
-
-    def dump_bytecode(self, bucket):
-        self.store[bucket.key] = bucket.bytecode_to_string()
-
-
-@pytest.fixture(autouse=True)
-def _compile_templates_once(app):
-    app.jinja_env.bytecode_cache = _SharedBytecodeCache()
 
 
 def gad(default: int = 1, **scores: int) -> dict[str, int]:

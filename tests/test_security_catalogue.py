@@ -23,7 +23,6 @@ from types import SimpleNamespace
 import pytest
 from conftest import PASSWORD, Browser, IsolatedClient
 from flask import Flask
-from jinja2 import BytecodeCache
 from sqlalchemy import func, select, text, update
 
 from clinic_log import ConfigError, create_app
@@ -66,25 +65,6 @@ NOTE = f"{XSS}\n{ATTR}\n{SSTI}"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _SharedBytecodeCache(BytecodeCache):
-    """Templates compiled once per test run instead of once per test's app."""
-
-    store: dict = {}
-
-    def load_bytecode(self, bucket):
-        if bucket.key in self.store:
-            bucket.bytecode_from_string(self.store[bucket.key])
-
-    def dump_bytecode(self, bucket):
-        self.store[bucket.key] = bucket.bytecode_to_string()
-
-
-@pytest.fixture(autouse=True)
-def _compile_templates_once(request):
-    if "app" in request.fixturenames:  # tests of start-up or versions build no app of their own
-        request.getfixturevalue("app").jinja_env.bytecode_cache = _SharedBytecodeCache()
 
 
 @pytest.fixture
