@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import joinedload
 
 from ..extensions import db
@@ -113,6 +113,33 @@ def patient_episode_starts(patient: Patient) -> tuple[datetime, ...]:
     )
 
 
+# Open ends of a window, so one prebuilt statement serves every window.
+_EARLIEST = datetime(1900, 1, 1, tzinfo=zone("UTC"))
+_LATEST = datetime(9999, 1, 1, tzinfo=zone("UTC"))
+
+
+def _freshness_statement():
+    of_patient = Episode.patient_id == bindparam("patient_id")
+    return select(
+        func.count(Assessment.id),
+        func.coalesce(func.sum(Assessment.id), 0),
+        func.coalesce(func.sum(Assessment.version), 0),
+        select(func.count(Episode.id)).where(of_patient).scalar_subquery(),
+        select(func.coalesce(func.sum(Episode.id), 0)).where(of_patient).scalar_subquery(),
+    ).where(
+        Assessment.patient_id == bindparam("patient_id"),
+        Assessment.scale_key == bindparam("scale_key"),
+        Assessment.status == AssessmentStatus.ACTIVE,
+        Assessment.observed_at >= bindparam("start"),
+        Assessment.observed_at < bindparam("end"),
+    )
+
+
+# Built once: every cached chart request runs it, and building a statement costs several
+# times more than SQLite takes to answer it.
+_FRESHNESS = _freshness_statement()
+
+
 def freshness(patient: Patient, scale_key: str, window: Window) -> tuple:
     """What a chart's data looks like now, in one aggregate query and without loading rows.
 
@@ -121,24 +148,13 @@ def freshness(patient: Patient, scale_key: str, window: Window) -> tuple:
     (count, sum of ids, sum of versions) of the active rows, plus the episodes, changes
     whenever anything the chart draws changes.
     """
-    conditions = [
-        Assessment.patient_id == patient.id,
-        Assessment.scale_key == scale_key,
-        Assessment.status == AssessmentStatus.ACTIVE,
-    ]
-    if window.start is not None:
-        conditions.append(Assessment.observed_at >= window.start)
-    if window.end is not None:
-        conditions.append(Assessment.observed_at < window.end)
-    of_patient = Episode.patient_id == patient.id
-    stmt = select(
-        func.count(Assessment.id),
-        func.coalesce(func.sum(Assessment.id), 0),
-        func.coalesce(func.sum(Assessment.version), 0),
-        select(func.count(Episode.id)).where(of_patient).scalar_subquery(),
-        select(func.coalesce(func.sum(Episode.id), 0)).where(of_patient).scalar_subquery(),
-    ).where(*conditions)
-    return tuple(db.session.execute(stmt).one())
+    params = {
+        "patient_id": patient.id,
+        "scale_key": scale_key,
+        "start": window.start or _EARLIEST,
+        "end": window.end or _LATEST,
+    }
+    return tuple(db.session.connection().execute(_FRESHNESS, params).one())
 
 
 def etag(kind: str, patient: Patient, scale_key: str, *parts) -> str:
