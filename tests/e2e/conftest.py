@@ -11,7 +11,9 @@ import shutil
 import threading
 from datetime import timedelta
 
+import pyotp
 import pytest
+from flask import Flask
 from werkzeug.serving import make_server
 
 from clinic_log import create_app
@@ -32,6 +34,16 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "correct horse battery staple"
+# Supervisors need a second factor outside demo mode, as in production: the seeded supervisor
+# has this (synthetic) authenticator secret enrolled.
+SUPERVISOR_TOTP_SECRET = "RVDQ3HFYQNGDDPIF6LXVXKLY6VHEOYY4"
+
+
+class LiveServer(str):
+    """The server's base URL; ``app`` is the application behind it, for the checks a browser
+    cannot make (what was saved, how many times)."""
+
+    app: Flask
 
 
 def _chromium_path() -> str | None:
@@ -74,7 +86,9 @@ def live_server(tmp_path):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    url = LiveServer(f"http://127.0.0.1:{server.server_port}")
+    url.app = app
+    yield url
     server.shutdown()
     thread.join(timeout=5)
     with app.app_context():
@@ -87,7 +101,11 @@ def _seed() -> None:
     clinician = create_user(
         "clin.north", PASSWORD, "clinician", ["NORTH"], display_name="Casey Clinician"
     )
-    create_user("sup.north", PASSWORD, "supervisor", ["NORTH"], display_name="Sam Supervisor")
+    supervisor = create_user(
+        "sup.north", PASSWORD, "supervisor", ["NORTH"], display_name="Sam Supervisor"
+    )
+    supervisor.totp_secret = SUPERVISOR_TOTP_SECRET
+    db.session.commit()
     start = now_utc() - timedelta(days=3)
     patient = create_patient(clinician, site, "SEED-001", "Synthetic", start, "kratom", "")
     for hours, level in ((60, 2), (40, 3), (20, 1), (2, 1)):
@@ -108,3 +126,18 @@ def page(browser_engine):
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+def log_in(page, base_url, username):
+    """Log in with the password, and the one-time code when the account has a second factor."""
+    page.goto(f"{base_url}/login")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    if "/login/code" in page.url:
+        code = pyotp.TOTP(SUPERVISOR_TOTP_SECRET).now()
+        page.get_by_label("6-digit code from your authenticator app").fill(code)
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_load_state()
+    assert "/login" not in page.url, f"{username} could not log in"
