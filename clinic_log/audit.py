@@ -55,6 +55,7 @@ def record(
     action: str,
     *,
     user: User | None = None,
+    user_id: int | None = None,
     username: str | None = None,
     entity: str | None = None,
     entity_id: int | None = None,
@@ -74,7 +75,7 @@ def record(
     )
     event = AuditEvent(
         at=now_utc(),
-        user_id=user.id if user is not None else None,
+        user_id=user.id if user is not None else user_id,
         username=user.username if user is not None else username,
         action=action,
         entity=entity,

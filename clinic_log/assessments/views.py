@@ -4,6 +4,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..auth.guards import clinical_required, load_assessment, load_patient, refuse, role_required
+from ..auth.reads import record_view
 from ..database import now_utc
 from ..forms import local_field_to_utc, redisplay_on_csrf_error
 from ..models import AssessmentStatus, Role
@@ -85,7 +86,10 @@ def new(patient_id: int, scale_key: str):
 @clinical_required
 def show(assessment_id: int):
     """One assessment: its total, band or "incomplete", every item, its review and status."""
-    return _show(load_assessment(assessment_id))
+    assessment = load_assessment(assessment_id)
+    page = _show(assessment)
+    record_view("view_assessment", current_user, assessment.patient, f"entry {assessment_id}")
+    return page
 
 
 def _show(assessment, void_form=None, sign_form=None):
@@ -246,13 +250,17 @@ def history(assessment_id: int):
         )
         for previous, version in zip([None, *versions[:-1]], versions, strict=True)
     ]
-    return render_template(
+    page = render_template(
         "assessments/history.html",
         assessment=assessment,
         steps=steps,
         since_review=services.changes_since_review(versions),
         scale=get_scale(assessment.scale_key),
     )
+    record_view(
+        "view_assessment", current_user, assessment.patient, f"history of entry {assessment_id}"
+    )
+    return page
 
 
 @bp.route("/assessments/<id:assessment_id>/sign", methods=["POST"])

@@ -5,6 +5,7 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user
 
 from ..auth.guards import clinical_required, load_patient, role_required
+from ..auth.reads import record_view
 from ..database import now_utc
 from ..forms import redisplay_on_csrf_error
 from ..models import Role
@@ -37,7 +38,7 @@ def _options(patient) -> tuple[data.Window, str]:
     return window, x_mode
 
 
-def _serve(tag: str, fmt: str, render: Callable[[], bytes]) -> Response:
+def _serve(patient, what: str, tag: str, fmt: str, render: Callable[[], bytes]) -> Response:
     """Answer 304 when the browser holds this very chart, else the cached or fresh bytes.
 
     ``private, no-cache``: the browser may keep the image but must ask again every time, so
@@ -55,6 +56,8 @@ def _serve(tag: str, fmt: str, render: Callable[[], bytes]) -> Response:
         response = Response(body, mimetype=MIMETYPES[fmt])
     response.set_etag(tag)
     response.headers["Cache-Control"] = "private, no-cache"
+    # A 304 is a view too: the browser shows the chart it kept.
+    record_view("view_chart", current_user, patient, what)
     return response
 
 
@@ -80,7 +83,7 @@ def trend(patient_id: int, scale_key: str, fmt: str):
 
     state = data.freshness(patient, scale.key, window)
     tag = data.etag("trend", patient, scale.key, scale.version, window.key, x_mode, fmt, *state)
-    return _serve(tag, fmt, render)
+    return _serve(patient, f"{scale.key} trend {window.key}", tag, fmt, render)
 
 
 @bp.route("/patients/<id:patient_id>/charts/<scale_key>/items.<any(png, svg):fmt>")
@@ -97,7 +100,7 @@ def items(patient_id: int, scale_key: str, fmt: str):
 
     state = data.freshness(patient, scale.key, window)
     tag = data.etag("items", patient, scale.key, scale.version, window.key, fmt, *state)
-    return _serve(tag, fmt, render)
+    return _serve(patient, f"{scale.key} items {window.key}", tag, fmt, render)
 
 
 @bp.route("/patients/<id:patient_id>/charts/domains.<any(png, svg):fmt>")
@@ -114,14 +117,17 @@ def domains(patient_id: int, fmt: str):
 
     state = data.freshness(patient, scale.key, window)
     tag = data.etag("domains", patient, scale.key, scale.version, window.key, fmt, *state)
-    return _serve(tag, fmt, render)
+    return _serve(patient, f"symptom domains {window.key}", tag, fmt, render)
 
 
 @bp.route("/patients/<id:patient_id>/tracker")
 @clinical_required
 def tracker(patient_id: int):
     """Every scale the patient has, stacked on one time range, each with its numbers."""
-    return render_tracker(load_patient(patient_id))
+    patient = load_patient(patient_id)
+    page = render_tracker(patient)
+    record_view("view_patient", current_user, patient, "tracker")
+    return page
 
 
 def render_tracker(patient, sign_form=None, status: int = 200):

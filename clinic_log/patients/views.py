@@ -3,6 +3,7 @@ from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
 from ..auth.guards import clinical_required, load_episode, load_patient
+from ..auth.reads import record_view
 from ..database import now_utc
 from ..extensions import db
 from ..forms import local_field_to_utc, redisplay_on_csrf_error
@@ -84,13 +85,15 @@ def show(patient_id: int):
     patient = load_patient(patient_id)
     page_number = min(max(request.args.get("page", 1, type=int), 1), services.MAX_PAGE)
     page = services.timeline(patient, page_number)
-    return render_template(
+    html = render_template(
         "patients/show.html",
         patient=patient,
         page=page,
         scales=scales(),
         end_form=EndEpisodeForm(ended_at=_now_local_naive(patient.site.timezone)),
     )
+    record_view("view_patient", current_user, patient, "patient page", page=page_number)
+    return html
 
 
 @bp.route("/<id:patient_id>/episodes/new", methods=["GET", "POST"])

@@ -1,0 +1,88 @@
+"""Read access to patient data is audited (HIPAA §164.312(b)): who saw which patient, when.
+
+A patient page shows several charts, and the browser asks again for each of them on every
+visit, so one line per request would bury the trail in repeats and put a write on every
+image. A view is therefore written once per user, login, patient and thing seen within a
+window (``CLINIC_LOG_VIEW_AUDIT_WINDOW_MINUTES``, default 15; 0 writes every request): the
+trail still answers who saw which patient and when, and the first view of a login is never
+skipped.
+
+The line is written after the page or chart is ready and before it is sent: if the audit
+write fails the user gets the storage error, never unaudited data.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from flask import Flask, current_app, request, session
+
+from .. import audit
+from ..database import begin_write
+from ..extensions import db
+from ..models import Patient, User
+from .sessions import AUTH_AT
+
+_EXTENSION = "clinic_log.recent_views"
+
+
+class RecentViews:
+    """Views this process wrote lately, forgotten after the window or beyond ``capacity``.
+
+    Held per process: with several workers a view may be written once per worker in a
+    window, never less than once.
+    """
+
+    def __init__(self, window_seconds: float, capacity: int = 50_000):
+        self.window = window_seconds
+        self.capacity = capacity
+        self._written: OrderedDict[tuple, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def due(self, key: tuple, now: float) -> bool:
+        if self.window <= 0:
+            return True
+        with self._lock:
+            at = self._written.get(key)
+        return at is None or now - at >= self.window
+
+    def written(self, key: tuple, now: float) -> None:
+        if self.window <= 0:
+            return
+        with self._lock:
+            self._written[key] = now
+            self._written.move_to_end(key)
+            while len(self._written) > self.capacity:
+                self._written.popitem(last=False)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[_EXTENSION] = RecentViews(float(app.config["VIEW_AUDIT_WINDOW_MINUTES"]) * 60)
+
+
+def record_view(action: str, user: User, patient: Patient, what: str, **details) -> None:
+    """Write ``action`` (``view_patient``, ``view_chart``, ``view_assessment``) for ``patient``
+    in its own transaction, unless this login already has it within the window."""
+    # Read everything before the transaction ends: committing expires the loaded objects.
+    user_id, username = user.id, user.username
+    patient_id, site_id = patient.id, patient.site_id
+    key = (user_id, session.get(AUTH_AT), action, patient_id, what)
+    views: RecentViews = current_app.extensions[_EXTENSION]
+    now = time.monotonic()
+    if not views.due(key, now):
+        return
+    begin_write(db.session)
+    audit.record(
+        action,
+        user_id=user_id,
+        username=username,
+        entity="patient",
+        entity_id=patient_id,
+        site_id=site_id,
+        patient_id=patient_id,
+        details={"what": what, "path": request.path, **details},
+    )
+    db.session.commit()
+    views.written(key, now)
