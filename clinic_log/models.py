@@ -98,6 +98,15 @@ class User(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
     sites: Mapped[list[Site]] = relationship(secondary=user_site, order_by=Site.code)
+    # Emergency grants not revoked; ``emergency_grants`` keeps the unexpired ones. The login
+    # loader fills this with the unexpired ones only, in the same query as the user.
+    open_access_grants: Mapped[list[SiteAccessGrant]] = relationship(
+        primaryjoin=(
+            "and_(SiteAccessGrant.user_id == User.id, SiteAccessGrant.revoked_at.is_(None))"
+        ),
+        order_by="SiteAccessGrant.expires_at",
+        viewonly=True,
+    )
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"
@@ -110,12 +119,86 @@ class User(UserMixin, db.Model):
         return f"{self.id}:{self.session_version}"
 
     @property
-    def site_ids(self) -> set[int]:
+    def member_site_ids(self) -> set[int]:
         return {site.id for site in self.sites}
+
+    @property
+    def emergency_grants(self) -> list[SiteAccessGrant]:
+        """Emergency grants in force now: not revoked and not expired. Expiry is checked here,
+        at request time, so access ends on the minute with no job to run. Non-clinical roles
+        get none (an admin never reaches patients, even if a grant outlived a role change)."""
+        if not self.is_clinical:
+            return []
+        now = now_utc()
+        return [grant for grant in self.open_access_grants if grant.expires_at > now]
+
+    @property
+    def site_ids(self) -> set[int]:
+        """The sites whose patients this user may reach: their own sites and the sites of
+        emergency grants in force. Every access check and site-scoped list uses this."""
+        return self.member_site_ids | {grant.site_id for grant in self.emergency_grants}
+
+    @property
+    def reachable_sites(self) -> list[Site]:
+        """The sites of ``site_ids`` as objects, by code (own sites and emergency grants)."""
+        sites = {site.id: site for site in self.sites}
+        for grant in self.emergency_grants:
+            sites.setdefault(grant.site_id, grant.site)
+        return sorted(sites.values(), key=lambda site: site.code)
 
     @property
     def is_clinical(self) -> bool:
         return self.role in (Role.CLINICIAN, Role.SUPERVISOR)
+
+
+class SiteAccessGrant(db.Model):
+    """Emergency ("break-glass") access: for a few hours a clinician or supervisor reaches the
+    patients of one more site exactly as a member would.
+
+    An admin grants it with a reason; it ends by itself at ``expires_at`` (checked on every
+    request, no job needed) or earlier when revoked; a supervisor of the site then reviews it.
+    Never deleted or extended: rows stay for review and the audit trail.
+    """
+
+    __table_args__ = (
+        CheckConstraint("expires_at > granted_at", name="expires_after_grant"),
+        CheckConstraint("reason <> ''", name="reason_given"),
+        CheckConstraint("(revoked_at IS NULL) = (revoked_by_id IS NULL)", name="revoked_by_whom"),
+        CheckConstraint(
+            "(reviewed_at IS NULL) = (reviewed_by_id IS NULL)", name="reviewed_by_whom"
+        ),
+        Index("ix_site_access_grant_user_expires", "user_id", "expires_at"),
+        Index("ix_site_access_grant_site_granted", "site_id", "granted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    reason: Mapped[str] = mapped_column(String(500))
+    granted_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    site: Mapped[Site] = relationship()
+    granted_by: Mapped[User] = relationship(foreign_keys=[granted_by_id])
+    revoked_by: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id])
+    reviewed_by: Mapped[User | None] = relationship(foreign_keys=[reviewed_by_id])
+
+    def __repr__(self) -> str:
+        return f"<SiteAccessGrant {self.id} user {self.user_id} site {self.site_id}>"
+
+    def in_force(self, at: datetime) -> bool:
+        return self.revoked_at is None and at < self.expires_at
+
+    @property
+    def ended_at(self) -> datetime:
+        """When the access ended or will end: revocation, else expiry."""
+        return self.revoked_at if self.revoked_at is not None else self.expires_at
 
 
 class Patient(db.Model):
