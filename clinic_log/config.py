@@ -52,6 +52,12 @@ def load_config(app: Flask, overrides: dict | None) -> None:
         LOGIN_ATTEMPTS_PER_MINUTE=10,  # per client address, on top of the per-account lockout
         REQUIRE_MFA=None,  # None: required for admins and supervisors unless DEMO or TESTING
         BEHIND_PROXY=False,  # trust one proxy's X-Forwarded-For/Proto (TLS terminated there)
+        # Host names this app answers to; any other Host header is refused (400). A deployment
+        # names its own, e.g. CLINIC_LOG_TRUSTED_HOSTS=clinic.example.org.
+        TRUSTED_HOSTS=["localhost", "127.0.0.1"],
+        # A repeat view of the same thing by the same login within this window is covered by
+        # the first audit line (auth/reads.py); 0 writes a line for every request.
+        VIEW_AUDIT_WINDOW_MINUTES=15,
     )
     app.config.from_prefixed_env(prefix="CLINIC_LOG")
     if overrides:
@@ -60,6 +66,7 @@ def load_config(app: Flask, overrides: dict | None) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config.get("SQLALCHEMY_DATABASE_URI") or (
         app.config["DATABASE_URL"] or _default_sqlite_url(app)
     )
+    app.config["TRUSTED_HOSTS"] = _host_list(app.config["TRUSTED_HOSTS"])
     if app.config["REQUIRE_MFA"] is None:
         app.config["REQUIRE_MFA"] = not (app.config["DEMO"] or app.config.get("TESTING"))
     if not app.config["SECRET_KEY"]:
@@ -114,9 +121,27 @@ def validate_config(config) -> None:
             "more than 0 and at most 336"
         )
 
+    window = config.get("VIEW_AUDIT_WINDOW_MINUTES")
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window <= 720:
+        raise ConfigError(
+            f"CLINIC_LOG_VIEW_AUDIT_WINDOW_MINUTES={window!r} must be a number of minutes "
+            "from 0 (every request) to 720"
+        )
+
     scales_dir = config.get("SCALES_DIR")
     if scales_dir and not Path(scales_dir).is_dir():
         raise ConfigError(f"CLINIC_LOG_SCALES_DIR={scales_dir!r} is not a directory")
+
+
+def _host_list(value) -> list[str] | None:
+    """Host names from a list or a comma-separated string; "*" answers to any host."""
+    names = value.split(",") if isinstance(value, str) else list(value or [])
+    names = [str(name).strip().lower() for name in names if str(name).strip()]
+    if "*" in names:
+        return None
+    if not names:
+        raise ConfigError("CLINIC_LOG_TRUSTED_HOSTS names no host (use '*' to allow any)")
+    return names
 
 
 def _default_sqlite_url(app: Flask) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 
-from flask import Flask, abort, render_template, request
+from flask import Flask, Response, abort, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import IntegerConverter
 
 from . import audit, storage
+from .auth import reads as auth_reads
 from .auth import sessions as auth_sessions
 from .database import begin_write, configure_sqlite, render_migration_type
 from .extensions import csrf, db, login_manager, migrate
@@ -49,6 +50,7 @@ def register_extensions(app: Flask, migrations_dir: str) -> None:
     login_manager.login_message_category = "info"
     csrf.init_app(app)
     auth_sessions.init_app(app)
+    auth_reads.init_app(app)
     with app.app_context():
         configure_sqlite(db.engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
     init_scales(app)
@@ -94,6 +96,10 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(error):
         if error.code is None or error.code < 400:
             return error
+        if isinstance(error, SecurityError):
+            # A Host header outside TRUSTED_HOSTS: no URL can be built for it, so no page.
+            log.warning("refused a request for an untrusted host %r", request.headers.get("Host"))
+            return Response("Bad request: unknown host.\n", 400, mimetype="text/plain")
         return render_template("errors/http.html", error=error), error.code
 
     @app.errorhandler(CSRFError)

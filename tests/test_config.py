@@ -61,6 +61,34 @@ def test_secret_key_is_generated_once_and_kept_private(tmp_path):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize(
+    "raw, hosts",
+    [
+        ("clinic.example.org", ["clinic.example.org"]),
+        (" Clinic.Example.org , .ward.example ", ["clinic.example.org", ".ward.example"]),
+        ('["a.example", "b.example"]', ["a.example", "b.example"]),
+        ("*", None),
+    ],
+)
+def test_trusted_hosts_come_from_a_list_or_a_comma_separated_string(
+    tmp_path, monkeypatch, raw, hosts
+):
+    monkeypatch.setenv("CLINIC_LOG_TRUSTED_HOSTS", raw)
+    assert build(tmp_path).config["TRUSTED_HOSTS"] == hosts
+
+
+def test_no_trusted_host_at_all_stops_start_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLINIC_LOG_TRUSTED_HOSTS", " , ")
+    with pytest.raises(ConfigError, match="CLINIC_LOG_TRUSTED_HOSTS"):
+        build(tmp_path)
+
+
+@pytest.mark.parametrize("window", [-1, 721, "soon", True])
+def test_a_bad_view_audit_window_stops_start_up(tmp_path, window):
+    with pytest.raises(ConfigError, match="CLINIC_LOG_VIEW_AUDIT_WINDOW_MINUTES"):
+        build(tmp_path, VIEW_AUDIT_WINDOW_MINUTES=window)
+
+
 def test_missing_scales_dir_stops_start_up(tmp_path):
     with pytest.raises(ConfigError, match="CLINIC_LOG_SCALES_DIR"):
         build(tmp_path, DATABASE_URL="sqlite://", SCALES_DIR=str(tmp_path / "nope"))
