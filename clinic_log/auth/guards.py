@@ -2,21 +2,25 @@
 
 Another site's object is answered exactly like a missing one (404), so ids reveal nothing; the
 refusal itself is written to the audit trail.
+
+A site reached through an emergency ("break-glass") grant counts as the user's own while the
+grant is in force (``User.site_ids``); each patient opened that way is written to the audit
+trail as ``emergency_access_use``, so a supervisor of the site can see what was looked at.
 """
 
 from __future__ import annotations
 
 from functools import wraps
 
-from flask import abort, request
+from flask import abort, g, request
 from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from .. import audit
-from ..database import begin_write
+from ..database import begin_write, now_utc
 from ..extensions import db, login_manager
-from ..models import Assessment, Episode, Patient, Role, User
+from ..models import Assessment, Episode, Patient, Role, SiteAccessGrant, User
 
 
 @login_manager.user_loader
@@ -28,8 +32,15 @@ def load_user(token: str) -> User | None:
     user_id, _, version = token.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
-    # The user's sites come with the user: every guarded request needs them.
-    user = db.session.get(User, int(user_id), options=[joinedload(User.sites)])
+    # The user's sites and emergency grants in force come with the user, in one query: every
+    # guarded request needs them. Expired grants are left out here and again in
+    # ``User.emergency_grants``, which decides.
+    in_force = User.open_access_grants.and_(SiteAccessGrant.expires_at > now_utc())
+    user = db.session.get(
+        User,
+        int(user_id),
+        options=[joinedload(User.sites), joinedload(in_force).joinedload(SiteAccessGrant.site)],
+    )
     if user is None or not user.active or user.session_version != int(version):
         return None
     return user
@@ -72,9 +83,10 @@ admin_required = role_required(Role.ADMIN)
 
 
 def load_patient(patient_id: int) -> Patient:
-    """The patient, if it belongs to one of the current user's sites; otherwise 404."""
+    """The patient, if it belongs to one of the current user's sites (their own, or one they
+    reach through an emergency grant in force); otherwise 404."""
     patient = db.session.get(Patient, patient_id, options=[joinedload(Patient.site)])
-    if patient is None or patient.site_id not in current_user.site_ids:
+    if patient is None or not _may_reach(patient.site_id, patient.id):
         refuse(404, entity="patient", entity_id=patient_id)
     return patient
 
@@ -90,6 +102,51 @@ def load_episode(patient: Patient, episode_id: int) -> Episode:
 
 def load_assessment(assessment_id: int) -> Assessment:
     assessment = db.session.get(Assessment, assessment_id)
-    if assessment is None or assessment.patient.site_id not in current_user.site_ids:
+    if assessment is None or not _may_reach(assessment.patient.site_id, assessment.patient_id):
         refuse(404, entity="assessment", entity_id=assessment_id)
     return assessment
+
+
+def _may_reach(site_id: int, patient_id: int) -> bool:
+    """True at the user's own sites, and at a site of an emergency grant in force (the same
+    sites as ``User.site_ids``); a patient reached through a grant is audited."""
+    if site_id in current_user.member_site_ids:
+        return True
+    grants = current_user.emergency_grants
+    grant = next((grant for grant in grants if grant.site_id == site_id), None)
+    if grant is None:
+        return False
+    _record_emergency_use(grant, patient_id)
+    return True
+
+
+def _record_emergency_use(grant: SiteAccessGrant, patient_id: int) -> None:
+    """Audit a patient reached through an emergency grant, once per patient and request (a
+    page that loads the patient twice writes one event).
+
+    Its own small transaction, before the view reads or writes anything: what the view then
+    records (an entry, an amendment) follows this event in the trail.
+    """
+    noted = g.setdefault("emergency_patients", set())
+    if patient_id in noted:
+        return
+    noted.add(patient_id)
+    site_id = grant.site_id
+    details = {
+        "via": "emergency_access",
+        "grant": grant.id,
+        "expires_at": grant.expires_at.isoformat(),
+        "path": request.path,
+        "method": request.method,
+    }
+    begin_write(db.session)
+    audit.record(
+        "emergency_access_use",
+        user=current_user,
+        entity="site_access_grant",
+        entity_id=grant.id,
+        site_id=site_id,
+        patient_id=patient_id,
+        details=details,
+    )
+    db.session.commit()

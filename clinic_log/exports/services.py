@@ -101,7 +101,9 @@ def parse_request(args: Mapping[str, str], user: User) -> ExportRequest:
     """
     site_code = (args.get("site") or "").strip().upper()
     if site_code:
-        sites = tuple(s for s in user.sites if s.code == site_code)
+        # A site reached through an emergency grant is exported only when named, never as part
+        # of "all my sites", so the export's audit event carries it for its supervisors to see.
+        sites = tuple(s for s in user.reachable_sites if s.code == site_code)
         if not sites:
             raise ExportError(404, "site", f"You have no site {site_code}.")
     else:

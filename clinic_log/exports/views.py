@@ -11,7 +11,8 @@ from .csvwriter import csv_chunks
 @clinical_required
 def index():
     """The export form: site, patient, scale, dates, layout, profile, versions, Excel."""
-    return render_template("exports/index.html", scales=scales(), sites=current_user.sites)
+    sites = current_user.reachable_sites
+    return render_template("exports/index.html", scales=scales(), sites=sites)
 
 
 @bp.route("/assessments.csv")
