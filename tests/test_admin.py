@@ -20,11 +20,13 @@ from clinic_log.admin import services
 from clinic_log.auth.services import check_password_rules
 from clinic_log.database import now_utc
 from clinic_log.extensions import db
-from clinic_log.models import AuditEvent, Site, User
+from clinic_log.models import AuditEvent, Site, SiteAccessGrant, User
 from clinic_log.patients.services import create_patient
 
 OTP = re.compile(r'<code[^>]*id="one-time-password"[^>]*>([^<]+)</code>')
 ADMIN_ACTIONS = (
+    "emergency_access_grant",
+    "emergency_access_revoke",
     "site_create",
     "site_update",
     "user_create",
@@ -549,13 +551,19 @@ def test_unknown_ids_are_404(app, admin):
     for action in ("deactivate", "reactivate", "reset-password", "unlock", "end-sessions"):
         response = admin.post(f"/admin/users/9999/{action}", token_from="/admin/")
         assert response.status_code == 404, action
+    assert admin.get("/admin/users/9999/emergency-access/new").status_code == 404
     refused = events(app, "access_refused")
     assert refused[-1]["entity"] == "user" and refused[-1]["entity_id"] == 9999
+    uid = user_id(app, "clin.north")
+    response = admin.post(f"/admin/users/{uid}/emergency-access/9999/revoke", token_from="/admin/")
+    assert response.status_code == 404
+    refused = events(app, "access_refused")
+    assert refused[-1]["entity"] == "site_access_grant" and refused[-1]["entity_id"] == 9999
 
 
 def admin_urls(app, world) -> list[tuple[str, str]]:
     """(method, URL) of every admin route, with the ids of real objects."""
-    ids = {"site_id": world["north"].id, "user_id": world["clin_n"].id}
+    ids = {"site_id": world["north"].id, "user_id": world["clin_n"].id, "grant_id": 1}
     urls = []
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith("admin."):
@@ -569,9 +577,11 @@ def snapshot(app):
     with app.app_context():
         users = db.session.scalars(select(User).order_by(User.id)).all()
         sites = db.session.scalars(select(Site).order_by(Site.id)).all()
+        grants = db.session.scalars(select(SiteAccessGrant).order_by(SiteAccessGrant.id)).all()
         return (
             [(u.username, u.role, u.active, u.session_version, u.password_hash) for u in users],
             [(s.code, s.name, s.timezone) for s in sites],
+            [(g.user_id, g.site_id, g.expires_at, g.revoked_at) for g in grants],
             admin_event_count(app),
         )
 
@@ -643,6 +653,7 @@ def test_admin_pages_show_no_clinical_data(app, admin, world, add_assessment):
             "/admin/users/new",
             f"/admin/users/{uid}",
             f"/admin/users/{uid}/edit",
+            f"/admin/users/{uid}/emergency-access/new",
         )
     ]
     responses.append(account_action(admin, app, "clin.north", "reset-password"))
@@ -701,6 +712,15 @@ def test_admin_audit_events_hold_no_password_and_the_chain_verifies(app, admin, 
     )
     admin.post("/admin/sites/new", {"code": "EAST", "name": "East", "timezone": "UTC"})
     admin.post(f"/admin/sites/{site_id(app, 'EAST')}/edit", {"name": "East 2", "timezone": "UTC"})
+    uid = user_id(app, "clin.north")
+    emergency = {"site": "SOUTH", "hours": "1", "reason": "Night cover at South"}
+    assert admin.post(f"/admin/users/{uid}/emergency-access/new", emergency).status_code == 302
+    with app.app_context():
+        grant_id = db.session.scalar(select(SiteAccessGrant.id))
+    revoked = admin.post(
+        f"/admin/users/{uid}/emergency-access/{grant_id}/revoke", token_from=f"/admin/users/{uid}"
+    )
+    assert revoked.status_code == 302
     with app.app_context():
         rows = db.session.scalars(select(AuditEvent)).all()
         hashes = [u.password_hash for u in db.session.scalars(select(User))]

@@ -1,12 +1,13 @@
 """Forms of the admin pages: sites and accounts. The rules themselves live in services."""
 
-from wtforms import RadioField, SelectMultipleField, StringField
+from wtforms import RadioField, SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..forms import BaseForm, refuse_control_characters, refuse_invisible_characters
 from ..models import Role
+from .services import EMERGENCY_HOURS, EMERGENCY_REASON_MAX
 
 ROLE_CHOICES = [
     SelectChoice(str(Role.CLINICIAN), "Clinician"),
@@ -53,4 +54,24 @@ class AccountEditForm(BaseForm):
 class AccountForm(AccountEditForm):
     username = StringField(
         "Username", validators=[DataRequired("Enter a username."), Length(max=64), *_TEXT_CHECKS]
+    )
+
+
+class EmergencyAccessForm(BaseForm):
+    # Choices are the sites the person does not belong to, filled in by the view.
+    site = SelectField("Site", validators=[InputRequired("Choose the site.")])
+    hours = RadioField(
+        "For how long",
+        choices=[
+            SelectChoice(str(h), "1 hour" if h == 1 else f"{h} hours") for h in EMERGENCY_HOURS
+        ],
+        validators=[InputRequired("Choose how long the access lasts.")],
+    )
+    reason = StringField(
+        "Reason",
+        validators=[
+            DataRequired("Give the reason for emergency access; the site's supervisors review it."),
+            Length(max=EMERGENCY_REASON_MAX),
+            *_TEXT_CHECKS,
+        ],
     )

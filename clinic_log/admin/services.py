@@ -8,11 +8,13 @@ Every write locks the row it changes, records an audit event with what was befor
 from __future__ import annotations
 
 import secrets
+import unicodedata
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from .. import audit
 from ..auth.services import (
@@ -24,14 +26,17 @@ from ..auth.services import (
     create_user,
     hash_password,
 )
-from ..database import begin_write
+from ..database import begin_write, now_utc
 from ..extensions import db
-from ..models import Role, Site, User
+from ..models import Role, Site, SiteAccessGrant, User
 
 # 15 random bytes: 20 URL-safe characters, 120 bits.
 ONE_TIME_PASSWORD_BYTES = 15
 # Names the zoneinfo database answers to that are not IANA zones a clinic could be in.
 _NOT_IANA_ZONES = frozenset({"localtime", "Factory"})
+# Emergency access lasts one of these many hours: long enough for a shift, never open-ended.
+EMERGENCY_HOURS = (1, 4, 8, 12)
+EMERGENCY_REASON_MAX = 500
 
 
 class AdminRuleError(AccountError):
@@ -320,10 +325,181 @@ def end_sessions(actor: User, target: User) -> None:
     )
 
 
+# --------------------------------------------------------------------------- emergency access
+
+
+def grant_emergency_access(
+    actor: User, target: User, site_code: str, hours: int, reason: str
+) -> SiteAccessGrant:
+    """Let a clinician or supervisor reach one more site's patients for ``hours`` hours
+    (``emergency_access_grant``, with the reason and the expiry).
+
+    It takes effect at the person's next request and ends by itself at the expiry.
+
+    :raise AdminRuleError: the actor is not an admin; the account is deactivated or not
+        clinical; unknown site or one the person belongs to; a grant to that site is already
+        in force; hours not one of ``EMERGENCY_HOURS``; an empty, too long or unprintable reason.
+    """
+    begin_write(db.session)
+    if actor.role != Role.ADMIN:
+        raise AdminRuleError("Only administrators grant emergency access.")
+    _lock(User, target)
+    if not target.active:
+        raise AdminRuleError(f"The account {target.username} is deactivated.")
+    if not target.is_clinical:
+        raise AdminRuleError(
+            "Only clinicians and supervisors can be given emergency access; "
+            "administrators see no clinical data."
+        )
+    reason = _check_emergency_reason(reason)
+    if hours not in EMERGENCY_HOURS:
+        choices = ", ".join(str(h) for h in EMERGENCY_HOURS)
+        raise AdminRuleError(f"Choose {choices} hours.", field="hours")
+    code = (site_code or "").strip().upper()
+    site = db.session.scalar(select(Site).where(Site.code == code))
+    if site is None:
+        raise AdminRuleError(f"No site with code {code or '(none)'}.", field="site")
+    if site.id in target.member_site_ids:
+        raise AdminRuleError(
+            f"{target.username} already belongs to {site.code}: no emergency access is needed.",
+            field="site",
+        )
+    now = now_utc()
+    current = next((g for g in target.emergency_grants if g.site_id == site.id), None)
+    if current is not None:
+        raise AdminRuleError(
+            f"{target.username} already has emergency access to {site.code} until "
+            f"{current.expires_at:%Y-%m-%d %H:%M} UTC; revoke it first to grant a new one.",
+            field="site",
+        )
+    grant = SiteAccessGrant(
+        user_id=target.id,
+        site_id=site.id,
+        reason=reason,
+        granted_by_id=actor.id,
+        granted_at=now,
+        expires_at=now + timedelta(hours=hours),
+    )
+    db.session.add(grant)
+    db.session.flush()
+    audit.record(
+        "emergency_access_grant",
+        user=actor,
+        entity="site_access_grant",
+        entity_id=grant.id,
+        site_id=site.id,
+        reason=reason,
+        details={
+            "username": target.username,
+            "user_id": target.id,
+            "site": site.code,
+            "hours": hours,
+            "granted_at": now.isoformat(),
+            "expires_at": grant.expires_at.isoformat(),
+        },
+    )
+    db.session.commit()
+    return grant
+
+
+def revoke_emergency_access(actor: User, grant: SiteAccessGrant) -> None:
+    """End an emergency grant before its expiry (``emergency_access_revoke``).
+
+    :raise AdminRuleError: the actor is not an admin, or the grant has already ended.
+    """
+    begin_write(db.session)
+    if actor.role != Role.ADMIN:
+        raise AdminRuleError("Only administrators revoke emergency access.")
+    _lock(SiteAccessGrant, grant)
+    now = now_utc()
+    if not grant.in_force(now):
+        raise AdminRuleError("This emergency access has already ended.")
+    grant.revoked_at, grant.revoked_by_id = now, actor.id
+    audit.record(
+        "emergency_access_revoke",
+        user=actor,
+        entity="site_access_grant",
+        entity_id=grant.id,
+        site_id=grant.site_id,
+        reason=grant.reason,
+        details={
+            "username": grant.user.username,
+            "user_id": grant.user_id,
+            "site": grant.site.code,
+            "expires_at": grant.expires_at.isoformat(),
+            "revoked_at": now.isoformat(),
+        },
+    )
+    db.session.commit()
+
+
+def emergency_grants_of(user: User, limit: int = 50) -> list[SiteAccessGrant]:
+    """A person's emergency grants, newest first, in force or ended.
+
+    :raise: nothing of its own (read only).
+    """
+    return list(
+        db.session.scalars(
+            select(SiteAccessGrant)
+            .options(*_GRANT_DISPLAY)
+            .where(SiteAccessGrant.user_id == user.id)
+            .order_by(SiteAccessGrant.granted_at.desc(), SiteAccessGrant.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def emergency_grants_in_force() -> list[SiteAccessGrant]:
+    """Every emergency grant in force now, soonest expiry first.
+
+    :raise: nothing of its own (read only).
+    """
+    return list(
+        db.session.scalars(
+            select(SiteAccessGrant)
+            .options(*_GRANT_DISPLAY)
+            .where(SiteAccessGrant.revoked_at.is_(None), SiteAccessGrant.expires_at > now_utc())
+            .order_by(SiteAccessGrant.expires_at, SiteAccessGrant.id)
+        )
+    )
+
+
+_GRANT_DISPLAY = (
+    joinedload(SiteAccessGrant.user),
+    joinedload(SiteAccessGrant.site),
+    joinedload(SiteAccessGrant.granted_by),
+    joinedload(SiteAccessGrant.revoked_by),
+    joinedload(SiteAccessGrant.reviewed_by),
+)
+
+
+def _check_emergency_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise AdminRuleError(
+            "Give the reason for emergency access; the site's supervisors review it.",
+            field="reason",
+        )
+    if len(reason) > EMERGENCY_REASON_MAX:
+        raise AdminRuleError(
+            f"Keep the reason to {EMERGENCY_REASON_MAX} characters.", field="reason"
+        )
+    # Cc: control characters, line breaks included (one line); Cf: invisible and
+    # text-direction characters, which can make a reason read as something it is not.
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in reason):
+        raise AdminRuleError(
+            "Remove the control, invisible or text-direction characters from the reason.",
+            field="reason",
+        )
+    return reason
+
+
 # --------------------------------------------------------------------------- helpers
 
 
-def _lock(model: type[Site] | type[User], row: Site | User) -> None:
+def _lock(
+    model: type[Site] | type[User] | type[SiteAccessGrant], row: Site | User | SiteAccessGrant
+) -> None:
     """Lock the row for this transaction (PostgreSQL) and reread it, so "before" is true.
 
     SQLite needs no row lock: ``begin_write`` already holds the database's write lock.

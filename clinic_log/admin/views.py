@@ -8,9 +8,9 @@ from ..auth.guards import admin_required, refuse
 from ..database import now_utc
 from ..extensions import db
 from ..forms import EmptyForm, redisplay_on_csrf_error
-from ..models import Role, Site, User
+from ..models import Role, Site, SiteAccessGrant, User
 from . import bp, services
-from .forms import AccountEditForm, AccountForm, SiteEditForm, SiteForm
+from .forms import AccountEditForm, AccountForm, EmergencyAccessForm, SiteEditForm, SiteForm
 
 
 def _actor() -> User:
@@ -53,6 +53,7 @@ def index():
         "admin/index.html",
         sites=services.list_sites(),
         users=services.list_accounts(),
+        grants=services.emergency_grants_in_force(),
         now=now_utc(),
     )
 
@@ -139,7 +140,13 @@ def show_user(user_id: int):
 
 
 def _account_page(user: User, error: str | None = None, status: int = 200):
-    return render_template("admin/user.html", user=user, error=error, now=now_utc()), status
+    return render_template(
+        "admin/user.html",
+        user=user,
+        error=error,
+        grants=services.emergency_grants_of(user),
+        now=now_utc(),
+    ), status
 
 
 @bp.route("/users/<id:user_id>/edit", methods=["GET", "POST"])
@@ -219,3 +226,58 @@ def reset_password(user_id: int):
         return redirect(url_for("admin.show_user", user_id=user.id))
     password = services.reset_password(_actor(), user)
     return render_template("admin/password.html", user=user, password=password, new=False)
+
+
+# --------------------------------------------------------------------------- emergency access
+
+
+def _load_grant(user: User, grant_id: int) -> SiteAccessGrant:
+    grant = db.session.get(SiteAccessGrant, grant_id)
+    if grant is None or grant.user_id != user.id:
+        refuse(404, entity="site_access_grant", entity_id=grant_id)
+    return grant
+
+
+@bp.route("/users/<id:user_id>/emergency-access/new", methods=["GET", "POST"])
+@redisplay_on_csrf_error
+@admin_required
+def grant_emergency_access(user_id: int):
+    """Give a clinician or supervisor time-boxed access to another site, with a reason."""
+    user = _load_account(user_id)
+    form = EmergencyAccessForm()
+    form.site.choices = [
+        SelectChoice(site.code, f"{site.code} — {site.name}")
+        for site in services.list_sites()
+        if site.id not in user.member_site_ids
+    ]
+    if form.validate_on_submit():
+        try:
+            grant = services.grant_emergency_access(
+                _actor(), user, form.site.data, int(form.hours.data), form.reason.data
+            )
+        except services.AdminRuleError as error:
+            _apply_rule_error(form, error)
+        else:
+            flash(
+                f"{user.username} has emergency access to {grant.site.code} until "
+                f"{grant.expires_at:%Y-%m-%d %H:%M} UTC.",
+                "success",
+            )
+            return redirect(url_for("admin.show_user", user_id=user.id))
+    status = 422 if request.method == "POST" else 200
+    return render_template("admin/emergency_form.html", form=form, user=user), status
+
+
+@bp.route("/users/<id:user_id>/emergency-access/<id:grant_id>/revoke", methods=["POST"])
+@admin_required
+def revoke_emergency_access(user_id: int, grant_id: int):
+    """End an emergency grant before its expiry."""
+    user = _load_account(user_id)
+    grant = _load_grant(user, grant_id)
+    if EmptyForm().validate_on_submit():  # CSRF: a missing token never gets this far
+        try:
+            services.revoke_emergency_access(_actor(), grant)
+        except services.AdminRuleError as error:
+            return _account_page(user, error=error.message, status=422)
+        flash(f"Emergency access of {user.username} to {grant.site.code} revoked.", "success")
+    return redirect(url_for("admin.show_user", user_id=user.id))
