@@ -1,8 +1,13 @@
-"""Supervisor review: the queue of unreviewed entries and electronic sign-off.
+"""Supervisor review: the queue of unreviewed entries and electronic sign-off, and the review
+of emergency ("break-glass") access to the supervisor's sites.
 
 A sign-off is an electronic signature: the supervisor re-enters their password, and the
 signature keeps the printed name, the UTC time, the meaning ("reviewed") and a hash of the
 exact version signed. Nobody signs an entry they recorded themselves.
+
+Every emergency grant to a site stays in that site's queue until one of its supervisors has
+reviewed it (who broke the glass, why, until when, which patients they opened); it can be
+reviewed once it has ended, so the review covers everything done under it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,16 @@ from .. import audit
 from ..assessments.services import fingerprint
 from ..database import begin_write, now_utc
 from ..extensions import db
-from ..models import Assessment, AssessmentStatus, Patient, Role, Signature, User
+from ..models import (
+    Assessment,
+    AssessmentStatus,
+    AuditEvent,
+    Patient,
+    Role,
+    Signature,
+    SiteAccessGrant,
+    User,
+)
 
 MEANING = "reviewed"
 
@@ -239,3 +253,139 @@ def sign_patient_trend(user: User, patient: Patient, password: str, up_to: datet
 def signature_intact(signature: Signature) -> bool:
     """True when the signed version still hashes to what was signed."""
     return fingerprint(signature.assessment) == signature.content_hash
+
+
+# --------------------------------------------------------------------------- emergency access
+
+EMERGENCY_USE = "emergency_access_use"
+
+
+@dataclass(frozen=True)
+class GrantForReview:
+    grant: SiteAccessGrant
+    in_force: bool
+    own: bool  # the supervisor looking at the queue used it: another supervisor reviews it
+    patients: list[tuple[int, str]]  # (id, identifier) of every patient opened through it
+
+
+def emergency_grants_to_review(user: User, limit: int = 100) -> list[GrantForReview]:
+    """Emergency grants to the user's own sites (not sites they reach through a grant) that
+    no supervisor has reviewed yet, newest first, with the patients opened through each.
+
+    :raise: nothing of its own (read only).
+    """
+    grants = (
+        db.session.scalars(
+            select(SiteAccessGrant)
+            .options(
+                joinedload(SiteAccessGrant.user),
+                joinedload(SiteAccessGrant.site),
+                joinedload(SiteAccessGrant.granted_by),
+                joinedload(SiteAccessGrant.revoked_by),
+            )
+            .where(
+                SiteAccessGrant.site_id.in_(user.member_site_ids),
+                SiteAccessGrant.reviewed_at.is_(None),
+            )
+            .order_by(SiteAccessGrant.granted_at.desc(), SiteAccessGrant.id.desc())
+            .limit(limit)
+        )
+        .unique()
+        .all()
+    )
+    opened = _patients_opened([grant.id for grant in grants])
+    now = now_utc()
+    return [
+        GrantForReview(
+            grant, grant.in_force(now), grant.user_id == user.id, opened.get(grant.id, [])
+        )
+        for grant in grants
+    ]
+
+
+def _patients_opened(grant_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
+    """grant id -> the patients opened through it (from the audit trail), in one query."""
+    if not grant_ids:
+        return {}
+    rows = db.session.execute(
+        select(AuditEvent.entity_id, Patient.id, Patient.identifier)
+        .join(Patient, Patient.id == AuditEvent.patient_id)
+        .where(
+            AuditEvent.action == EMERGENCY_USE,
+            AuditEvent.entity == "site_access_grant",
+            AuditEvent.entity_id.in_(grant_ids),
+        )
+        .distinct()
+        .order_by(Patient.identifier)
+    ).all()
+    opened: dict[int, list[tuple[int, str]]] = {}
+    for grant_id, patient_id, identifier in rows:
+        opened.setdefault(grant_id, []).append((patient_id, identifier))
+    return opened
+
+
+def review_emergency_access(user: User, grant: SiteAccessGrant) -> None:
+    """Record that a supervisor of the grant's site has reviewed an ended emergency grant
+    (``emergency_access_review``, with what it covered).
+
+    :raise ReviewError: not a supervisor of the site, the supervisor's own grant, still in
+        force, or already reviewed. The refusal is audited (``review_refused``).
+    """
+    begin_write(db.session)
+    db.session.execute(
+        select(SiteAccessGrant.id).where(SiteAccessGrant.id == grant.id).with_for_update()
+    )
+    db.session.refresh(grant)
+    now = now_utc()
+    try:
+        if user.role != Role.SUPERVISOR or grant.site_id not in user.member_site_ids:
+            raise ReviewError(None, "Only a supervisor of the site reviews its emergency access.")
+        if grant.user_id == user.id:
+            raise ReviewError(
+                None, "You used this emergency access; another supervisor reviews it."
+            )
+        if grant.in_force(now):
+            raise ReviewError(
+                None,
+                "This emergency access is still in force; review it once it has ended "
+                "(an administrator can revoke it sooner).",
+            )
+        if grant.reviewed_at is not None:
+            raise ReviewError(None, "This emergency access has already been reviewed.")
+    except ReviewError as error:
+        _refuse_grant_review(user, grant, error.message)
+        raise
+    grant.reviewed_at, grant.reviewed_by_id = now, user.id
+    opened = _patients_opened([grant.id]).get(grant.id, [])
+    audit.record(
+        "emergency_access_review",
+        user=user,
+        entity="site_access_grant",
+        entity_id=grant.id,
+        site_id=grant.site_id,
+        details={
+            "username": grant.user.username,
+            "site": grant.site.code,
+            "granted_at": grant.granted_at.isoformat(),
+            "ended_at": grant.ended_at.isoformat(),
+            "revoked": grant.revoked_at is not None,
+            "patients_opened": [patient_id for patient_id, _identifier in opened],
+        },
+    )
+    db.session.commit()
+
+
+def _refuse_grant_review(user: User, grant: SiteAccessGrant, message: str) -> None:
+    """Record a refused grant review in its own transaction."""
+    grant_id, site_id = grant.id, grant.site_id
+    db.session.rollback()
+    begin_write(db.session)
+    audit.record(
+        "review_refused",
+        user=user,
+        entity="site_access_grant",
+        entity_id=grant_id,
+        site_id=site_id,
+        reason=message,
+    )
+    db.session.commit()

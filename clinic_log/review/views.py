@@ -1,10 +1,11 @@
-from flask import render_template, request
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from ..auth.guards import role_required
+from ..auth.guards import refuse, role_required
 from ..extensions import db
-from ..models import Assessment, AssessmentStatus, Patient, Role
+from ..forms import EmptyForm
+from ..models import Assessment, AssessmentStatus, Patient, Role, SiteAccessGrant
 from ..scale_registry import scales
 from . import bp, services
 from .forms import SignForm
@@ -13,7 +14,12 @@ from .forms import SignForm
 @bp.route("/")
 @role_required(Role.SUPERVISOR)
 def index():
-    """Unreviewed entries at my sites, oldest first, filterable by patient and scale."""
+    """Unreviewed entries at my sites, oldest first, filterable by patient and scale, and the
+    emergency access to my sites that waits for review."""
+    return _queue_page()
+
+
+def _queue_page(error: str | None = None, status: int = 200):
     patient_id = request.args.get("patient", type=int)
     scale_key = request.args.get("scale") or None
     if scale_key not in scales():
@@ -40,4 +46,23 @@ def index():
         scale_key=scale_key,
         scales=scales(),
         sign_form=SignForm(formdata=None),
-    )
+        grants=services.emergency_grants_to_review(current_user),
+        error=error,
+    ), status
+
+
+@bp.route("/emergency-access/<id:grant_id>/reviewed", methods=["POST"])
+@role_required(Role.SUPERVISOR)
+def review_emergency_access(grant_id: int):
+    """Mark an ended emergency grant to one of my sites as reviewed."""
+    grant = db.session.get(SiteAccessGrant, grant_id)
+    # Only the site's own supervisors review it; for anyone else it does not exist.
+    if grant is None or grant.site_id not in current_user.member_site_ids:
+        refuse(404, entity="site_access_grant", entity_id=grant_id)
+    if EmptyForm().validate_on_submit():  # CSRF: a missing token never gets this far
+        try:
+            services.review_emergency_access(current_user._get_current_object(), grant)
+        except services.ReviewError as error:
+            return _queue_page(error=error.message, status=422)
+        flash("Emergency access marked as reviewed.", "success")
+    return redirect(url_for("review.index"))
