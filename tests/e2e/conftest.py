@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from datetime import timedelta
 
 import pyotp
@@ -18,6 +19,7 @@ from werkzeug.serving import make_server
 
 from clinic_log import create_app
 from clinic_log.assessments.services import record_assessment
+from clinic_log.auth import sessions
 from clinic_log.auth.services import create_site, create_user
 from clinic_log.database import now_utc
 from clinic_log.extensions import db
@@ -126,6 +128,28 @@ def page(browser_engine):
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+class ShiftedClock:
+    """Stands in for the ``time`` module of the session rules, so an idle timeout can pass
+    without waiting for it (the live server runs in this process)."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@pytest.fixture
+def session_clock(monkeypatch):
+    """Move ``offset`` seconds ahead, as far as session timeouts are concerned."""
+    clock = ShiftedClock()
+    monkeypatch.setattr(sessions, "time", clock)
+    return clock
 
 
 def log_in(page, base_url, username):

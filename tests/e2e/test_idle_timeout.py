@@ -2,12 +2,9 @@
 out is not saved, the user is told so plainly, logs in again on the spot, is taken back to the
 form, and what they then save is saved exactly once."""
 
-import time
-
 import pytest
 from sqlalchemy import func, select
 
-from clinic_log.auth import sessions
 from clinic_log.extensions import db
 from clinic_log.models import Assessment, AuditEvent
 
@@ -16,20 +13,6 @@ from .conftest import PASSWORD, log_in
 pytestmark = pytest.mark.e2e
 
 NOTE = "Half-way through the COWS when called away."
-
-
-class ShiftedClock:
-    """Stands in for the ``time`` module of the session rules, so the idle timeout can pass
-    without waiting for it (the live server runs in this process)."""
-
-    def __init__(self):
-        self.offset = 0.0
-
-    def time(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 def count(app, model, *conditions) -> int:
@@ -45,10 +28,8 @@ def fill_half_a_cows(page) -> None:
 
 
 def test_a_form_sent_after_the_idle_timeout_is_not_saved_and_the_user_is_told(
-    page, live_server, monkeypatch
+    page, live_server, session_clock
 ):
-    clock = ShiftedClock()
-    monkeypatch.setattr(sessions, "time", clock)
     app = live_server.app
     cows = (Assessment.patient_id == 1, Assessment.scale_key == "cows")
     before = count(app, Assessment, *cows)
@@ -60,7 +41,7 @@ def test_a_form_sent_after_the_idle_timeout_is_not_saved_and_the_user_is_told(
     assert form_url == f"{live_server}/patients/1/assessments/new/cows"
     fill_half_a_cows(page)
 
-    clock.offset = 16 * 60  # the clinician was away longer than the 15-minute idle timeout
+    session_clock.offset = 16 * 60  # away longer than the 15-minute idle timeout
     with page.expect_response(lambda r: r.request.method == "POST") as sent:
         page.get_by_role("button", name="Save assessment").click()
     assert sent.value.status == 401
