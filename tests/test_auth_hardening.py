@@ -310,3 +310,31 @@ def test_failed_login_count_is_kept_in_the_database(browser, world, app):
     fail_login(browser)
     with app.app_context():
         assert db.session.scalar(select(func.max(User.failed_login_count))) == 2
+
+
+def test_a_login_the_audit_trail_cannot_record_does_not_log_in(browser, world, app, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from clinic_log import audit
+
+    real_record = audit.record
+
+    def busy_for_logins(action, **kwargs):
+        if action == "login_success":
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+        return real_record(action, **kwargs)
+
+    monkeypatch.setattr(audit, "record", busy_for_logins)
+    response = browser.post("/login", {"username": "clin.north", "password": PASSWORD})
+    assert response.status_code == 503
+    assert "login_success" not in actions(app)
+    with browser.client.session_transaction() as cookie:
+        assert "_user_id" not in cookie  # no session the trail does not know of
+    assert browser.get("/patients/").status_code == 302
+    monkeypatch.setattr(audit, "record", real_record)
+    assert (
+        browser.post("/login", {"username": "clin.north", "password": PASSWORD}).status_code == 302
+    )
+    assert browser.get("/patients/").status_code == 200

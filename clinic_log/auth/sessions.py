@@ -94,14 +94,18 @@ def mfa_required(user: User) -> bool:
 
 
 def complete_login(user: User, next_page: str | None):
-    """Start a fresh session for ``user`` (nothing from before carries over)."""
+    """Start a fresh session for ``user`` (nothing from before carries over).
+
+    The login is written to the audit trail first: if that write fails (a busy database),
+    the user is not logged in, so no session exists that the trail does not know of.
+    """
+    services.record_login(user)
     session.clear()
     login_user(user)
     now = time.time()
     # Kept to the microsecond: it also tells one login of a user from the next (auth/reads.py).
     session[AUTH_AT] = now
     session[LAST_SEEN] = int(now)
-    services.record_login(user)
     return redirect(next_page or home_for(user))
 
 
