@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from .. import audit
+from ..dashboard import summary as dashboard_summary
 from ..database import begin_write, now_utc
 from ..extensions import db
 from ..models import Assessment, Episode, Patient, Site, SubstanceContext, User
@@ -165,6 +166,7 @@ def _add_episode(
     )
     db.session.add(episode)
     db.session.flush()
+    dashboard_summary.episode_opened(episode)
     audit.record(
         "episode_open",
         user=user,
@@ -226,6 +228,7 @@ def end_episode(user: User, episode: Episode, ended_at: datetime) -> Episode:
         )
     episode.ended_at = ended_at
     episode.ended_by = user
+    dashboard_summary.episode_ended(episode)
     audit.record(
         "episode_end",
         user=user,
@@ -239,7 +242,7 @@ def end_episode(user: User, episode: Episode, ended_at: datetime) -> Episode:
     return episode
 
 
-def timeline(patient: Patient, page: int, per_page: int = 50):
+def timeline(patient: Patient, page: int, per_page: int = 25):
     """The patient's assessments, newest observation first, a page at a time."""
     stmt = (
         select(Assessment)
