@@ -118,8 +118,15 @@ class User(UserMixin, db.Model):
     def get_id(self) -> str:
         return f"{self.id}:{self.session_version}"
 
+    # (own site ids, site ids of emergency grants in force), filled in by the login loader from
+    # one small query (auth/guards.py), so that a request that only checks access never loads
+    # the sites and grants as objects. Not mapped.
+    loaded_site_ids = None
+
     @property
     def member_site_ids(self) -> set[int]:
+        if self.loaded_site_ids is not None:
+            return self.loaded_site_ids[0]
         return {site.id for site in self.sites}
 
     @property
@@ -129,6 +136,8 @@ class User(UserMixin, db.Model):
         get none (an admin never reaches patients, even if a grant outlived a role change)."""
         if not self.is_clinical:
             return []
+        if self.loaded_site_ids is not None and not self.loaded_site_ids[1]:
+            return []  # the login loader found none in force: nothing to load
         now = now_utc()
         return [grant for grant in self.open_access_grants if grant.expires_at > now]
 
@@ -136,6 +145,8 @@ class User(UserMixin, db.Model):
     def site_ids(self) -> set[int]:
         """The sites whose patients this user may reach: their own sites and the sites of
         emergency grants in force. Every access check and site-scoped list uses this."""
+        if self.loaded_site_ids is not None:
+            return self.loaded_site_ids[0] | self.loaded_site_ids[1]
         return self.member_site_ids | {grant.site_id for grant in self.emergency_grants}
 
     @property

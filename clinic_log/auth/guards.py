@@ -14,13 +14,30 @@ from functools import wraps
 
 from flask import abort, g, request
 from flask_login import current_user, login_required
-from sqlalchemy import select
+from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.orm import joinedload
 
 from .. import audit
 from ..database import begin_write, now_utc
 from ..extensions import db, login_manager
-from ..models import Assessment, Episode, Patient, Role, SiteAccessGrant, User
+from ..models import Assessment, Episode, Patient, Role, SiteAccessGrant, User, user_site
+
+
+def _reachable_sites_statement():
+    """The user's own sites (granted: false) and the sites of their grants in force (true)."""
+    member = select(user_site.c.site_id, literal(False)).where(
+        user_site.c.user_id == bindparam("user_id")
+    )
+    granted = select(SiteAccessGrant.site_id, literal(True)).where(
+        SiteAccessGrant.user_id == bindparam("user_id"),
+        SiteAccessGrant.revoked_at.is_(None),
+        SiteAccessGrant.expires_at > bindparam("now"),
+    )
+    return union_all(member, granted)
+
+
+# Built once: it runs on every request.
+_REACHABLE_SITES = _reachable_sites_statement()
 
 
 @login_manager.user_loader
@@ -32,17 +49,19 @@ def load_user(token: str) -> User | None:
     user_id, _, version = token.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
-    # The user's sites and emergency grants in force come with the user, in one query: every
-    # guarded request needs them. Expired grants are left out here and again in
-    # ``User.emergency_grants``, which decides.
-    in_force = User.open_access_grants.and_(SiteAccessGrant.expires_at > now_utc())
-    user = db.session.get(
-        User,
-        int(user_id),
-        options=[joinedload(User.sites), joinedload(in_force).joinedload(SiteAccessGrant.site)],
-    )
+    user = db.session.get(User, int(user_id))
     if user is None or not user.active or user.session_version != int(version):
         return None
+    # Every guarded request needs the sites the user may reach, and most need nothing else
+    # of them: their ids come in one small query; the sites and grants as objects load only
+    # where a page shows them. Grants count for clinical roles only (``User.emergency_grants``).
+    rows = db.session.connection().execute(
+        _REACHABLE_SITES, {"user_id": user.id, "now": now_utc()}
+    )
+    own, granted = set(), set()
+    for site_id, by_grant in rows:
+        (granted if by_grant else own).add(site_id)
+    user.loaded_site_ids = (own, granted if user.is_clinical else set())
     return user
 
 
@@ -112,6 +131,8 @@ def _may_reach(site_id: int, patient_id: int) -> bool:
     sites as ``User.site_ids``); a patient reached through a grant is audited."""
     if site_id in current_user.member_site_ids:
         return True
+    if site_id not in current_user.site_ids:
+        return False  # decided without loading the grants as objects
     grants = current_user.emergency_grants
     grant = next((grant for grant in grants if grant.site_id == site_id), None)
     if grant is None:
