@@ -249,6 +249,11 @@ def test_G11_grant_and_use_are_audited_with_reason_expiry_and_the_patient(app, a
     assert used["entity_id"] == made.id
     assert used["details"]["via"] == "emergency_access"
     assert used["details"]["path"] == f"/patients/{ids['patient_s']}"
+    [viewed] = events("view_patient")
+    assert viewed["patient_id"] == ids["patient_s"]
+    assert viewed["details"]["via"] == "emergency_access"
+    clinician.get(f"/patients/{ids['patient_n']}")
+    assert "via" not in events("view_patient")[-1]["details"]  # an own site's patient
     assert audit.verify_chain()[1] is None
 
 

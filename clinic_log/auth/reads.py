@@ -68,6 +68,8 @@ def record_view(action: str, user: User, patient: Patient, what: str, **details)
     # Read everything before the transaction ends: committing expires the loaded objects.
     user_id, username = user.id, user.username
     patient_id, site_id = patient.id, patient.site_id
+    if site_id not in user.member_site_ids:
+        details["via"] = "emergency_access"  # seen through a break-glass grant
     key = (user_id, session.get(AUTH_AT), action, patient_id, what)
     views: RecentViews = current_app.extensions[_EXTENSION]
     now = time.monotonic()
