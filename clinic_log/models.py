@@ -8,9 +8,11 @@ from enum import StrEnum
 
 from flask_login import UserMixin
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -274,6 +276,16 @@ class Assessment(db.Model):
         CheckConstraint(_in_check("status", AssessmentStatus), name="status_known"),
         Index("ix_assessment_patient_observed", "patient_id", "observed_at"),
         Index("ix_assessment_scale_observed", "scale_key", "observed_at"),
+        # The last active entries of one scale in one episode, newest first, from the index
+        # alone: what the dashboard summary is rebuilt from after every change.
+        Index(
+            "ix_assessment_episode_scale_recent",
+            "episode_id",
+            "scale_key",
+            "status",
+            "observed_at",
+            "id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -360,6 +372,63 @@ class Signature(db.Model):
 
     def __repr__(self) -> str:
         return f"<Signature {self.id} on {self.assessment_id}>"
+
+
+class DashboardEpisode(db.Model):
+    """Where an open episode stands on the supervisor dashboard: one row per open episode, kept
+    in the same transaction as every change to its assessments (``dashboard/summary.py``).
+
+    Derived data, so that a page of the dashboard is a range of one index whatever the number of
+    patients and entries; ``flask dashboard rebuild`` recomputes it from the assessments.
+    """
+
+    episode_id: Mapped[int] = mapped_column(ForeignKey("episode.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    # The highest current band over the episode's scales on the dashboard's common ladder
+    # (0: no band), and the last entry on any scale, or the episode's start when none.
+    severity: Mapped[float] = mapped_column(Float)
+    last_assessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    since_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    episode: Mapped[Episode] = relationship()
+    scales: Mapped[list[DashboardScale]] = relationship(
+        back_populates="summary", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"<DashboardEpisode {self.episode_id}>"
+
+
+class DashboardScale(db.Model):
+    """The latest active entry of one scale in an open episode, and the totals of the last few
+    (oldest first, ``[total, complete]`` pairs) for its sparkline."""
+
+    episode_id: Mapped[int] = mapped_column(
+        ForeignKey("dashboard_episode.episode_id", ondelete="CASCADE"), primary_key=True
+    )
+    scale_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessment.id"))
+    observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    total: Mapped[int] = mapped_column(Integer)
+    complete: Mapped[bool] = mapped_column(Boolean)
+    band: Mapped[str | None] = mapped_column(String(60))
+    recent_totals: Mapped[list] = mapped_column(JSON)
+
+    summary: Mapped[DashboardEpisode] = relationship(back_populates="scales")
+
+    def __repr__(self) -> str:
+        return f"<DashboardScale {self.episode_id} {self.scale_key}>"
+
+
+# Most severe first, then the longest since the last entry: a dashboard page is a range of
+# this index (DESC on severity, so neither database sorts the site's rows to find it).
+Index(
+    "ix_dashboard_episode_order",
+    DashboardEpisode.site_id,
+    DashboardEpisode.severity.desc(),
+    DashboardEpisode.since_at,
+    DashboardEpisode.episode_id,
+)
 
 
 class AuditEvent(db.Model):

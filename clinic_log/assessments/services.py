@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import audit
+from ..dashboard import summary as dashboard_summary
 from ..database import begin_write, now_utc
 from ..extensions import db
 from ..models import (
@@ -212,6 +213,7 @@ def record_assessment(
         if existing is None:
             raise
         return existing
+    dashboard_summary.entries_changed(episode.id, scale.key)
     audit.record(
         "assessment_create",
         user=user,
@@ -357,6 +359,8 @@ def _retire(
     except StaleDataError as exc:
         db.session.rollback()
         raise EditConflict(current_version_of(assessment)) from exc
+    # The replacement (if any) was flushed with it: the summary sees the new active set.
+    dashboard_summary.entries_changed(assessment.episode_id, assessment.scale_key)
     return _invalidate_signatures(assessment, replacement)
 
 
