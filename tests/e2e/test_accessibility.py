@@ -4,9 +4,10 @@ violation, and the pages stay usable on a tablet and at 200% zoom."""
 import os
 from pathlib import Path
 
+import pyotp
 import pytest
 
-from .conftest import log_in
+from .conftest import PASSWORD, SUPERVISOR_TOTP_SECRET, log_in
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +67,8 @@ def test_clinician_pages_have_no_serious_violations(csp_free_page, live_server, 
     log_in(csp_free_page, live_server, "clin.north")
     problems = {}
     for path in CLINICIAN_PAGES:
-        csp_free_page.goto(live_server + path)
+        response = csp_free_page.goto(live_server + path)
+        assert response.ok and csp_free_page.url == live_server + path
         found = serious_violations(csp_free_page, axe_source)
         if found:
             problems[path] = found
@@ -86,24 +88,75 @@ def test_supervisor_pages_have_no_serious_violations(csp_free_page, live_server,
     log_in(csp_free_page, live_server, "sup.north")
     problems = {}
     for path in SUPERVISOR_PAGES:
-        csp_free_page.goto(live_server + path)
-        # Not a login, second-factor or enrolment page standing in for the one meant.
-        assert csp_free_page.url == live_server + path
+        response = csp_free_page.goto(live_server + path)
+        # Not an error, login, second-factor or enrolment page standing in for the one meant.
+        assert response.ok and csp_free_page.url == live_server + path
         found = serious_violations(csp_free_page, axe_source)
         if found:
             problems[path] = found
     assert problems == {}
 
 
+def test_second_factor_and_refused_signature_have_no_serious_violations(
+    csp_free_page, live_server, axe_source
+):
+    page = csp_free_page
+    page.goto(f"{live_server}/login")
+    page.fill("#username", "sup.north")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server}/login/code")
+    problems = {"/login/code": serious_violations(page, axe_source)}
+    page.get_by_label("6-digit code from your authenticator app").fill(
+        pyotp.TOTP(SUPERVISOR_TOTP_SECRET).now()
+    )
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{live_server}/dashboard/")
+
+    page.goto(f"{live_server}/assessments/1")
+    page.get_by_label("Your password (to sign)").fill("not my password at all")
+    page.get_by_role("button", name="Sign off").click()
+    page.wait_for_load_state()
+    assert "Nothing was signed" in page.get_by_role("alert").first.inner_text()
+    problems["refused sign-off"] = serious_violations(page, axe_source)
+    assert {where: found for where, found in problems.items() if found} == {}
+
+
+def test_the_timeout_page_has_no_serious_violations(
+    csp_free_page, live_server, axe_source, session_clock
+):
+    log_in(csp_free_page, live_server, "clin.north")
+    csp_free_page.goto(f"{live_server}/patients/1/assessments/new/gad7")
+    session_clock.offset = 16 * 60
+    csp_free_page.get_by_role("button", name="Save assessment").click()
+    csp_free_page.wait_for_load_state()
+    assert "NOT saved" in csp_free_page.get_by_role("alert").inner_text()
+    assert serious_violations(csp_free_page, axe_source) == []
+
+
+ZOOM_PAGES = {
+    "clin.north": [
+        "/patients/",
+        "/patients/1",
+        "/patients/1/assessments/new/cows",
+        "/assessments/1",
+        "/exports/",
+    ],
+    "sup.north": ["/dashboard/", "/review/", "/audit/", "/assessments/1"],
+}
+
+
+@pytest.mark.parametrize("username", list(ZOOM_PAGES))
 @pytest.mark.parametrize("width", [768, 640], ids=["tablet", "200-percent-zoom"])
-def test_pages_fit_a_tablet_and_200_percent_zoom(browser_engine, live_server, width):
+def test_pages_fit_a_tablet_and_200_percent_zoom(browser_engine, live_server, width, username):
     # 200% zoom of a 1280-pixel window lays out like a 640-pixel one.
     context = browser_engine.new_context(viewport={"width": width, "height": 1000})
     page = context.new_page()
-    log_in(page, live_server, "clin.north")
+    log_in(page, live_server, username)
     wide = {}
-    for path in ["/patients/", "/patients/1", "/patients/1/assessments/new/cows", "/assessments/1"]:
-        page.goto(live_server + path)
+    for path in ZOOM_PAGES[username]:
+        response = page.goto(live_server + path)
+        assert response.ok and page.url == live_server + path
         overflow = page.evaluate(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
