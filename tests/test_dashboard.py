@@ -4,18 +4,36 @@ a query count that does not grow with the number of patients. Descriptive only."
 from __future__ import annotations
 
 import html
+import os
 import re
+import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
-from sqlalchemy import insert, update
+from alembic.script import ScriptDirectory
+from flask_migrate import upgrade
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import make_url
 
+from clinic_log import create_app
+from clinic_log.assessments.services import Answers, amend_assessment, void_assessment
+from clinic_log.dashboard import summary
 from clinic_log.database import begin_write, now_utc
 from clinic_log.extensions import db
-from clinic_log.models import Assessment, Episode, Patient
+from clinic_log.models import (
+    Assessment,
+    DashboardEpisode,
+    DashboardScale,
+    Episode,
+    Patient,
+    Site,
+    User,
+)
 from clinic_log.patients.services import create_patient, end_episode, open_episode
 from clinic_log.scale_registry import get_scale
 
+PG_URL = os.environ.get("CLINIC_LOG_TEST_DATABASE_URL")
 NOTICE = "clinic_log records symptoms. It gives no dosing or treatment advice."
 # The one place the product may name dosing: saying that it gives none.
 ALLOWED = re.compile(r"gives? no dosing or treatment advice")
@@ -242,9 +260,7 @@ def test_a_patient_never_assessed_says_so(supervisor, world):
 def test_amended_and_voided_entries_are_left_out(supervisor, world, record):
     record(world["patient_n"], "cows", total=15, hours=6)
     latest = record(world["patient_n"], "cows", total=40, hours=1)
-    begin_write(db.session)
-    db.session.execute(update(Assessment).where(Assessment.id == latest.id).values(status="voided"))
-    db.session.commit()
+    void_assessment(world["sup_n"], latest, latest.version, "entered_in_error", "")
     row = row_of(supervisor.get("/dashboard/").get_data(as_text=True), "N-001")
     cows = scale_items(row)["COWS"]
     assert '<strong class="total">15</strong>' in cows and ">Moderate</span>" in cows
@@ -329,11 +345,12 @@ def test_most_severe_first_then_longest_since_the_last_entry(
 # --------------------------------------------------------------------------- queries
 
 
-def _bulk_patients(world, first: int, count: int) -> None:
+def _bulk_patients(world, first: int, count: int, now=None) -> None:
     """``count`` NORTH patients, each with an open episode, three COWS and two GAD-7 entries,
-    inserted in bulk (the services would take far longer for hundreds)."""
+    inserted in bulk (the services would take far longer for hundreds), then summarised as a
+    bulk load must be (``summary.rebuild``)."""
     begin_write(db.session)
-    now = now_utc()
+    now = now or now_utc()
     site, user = world["north"], world["clin_n"]
     cows, gad7 = get_scale("cows"), get_scale("gad7")
     patients = [
@@ -358,6 +375,7 @@ def _bulk_patients(world, first: int, count: int) -> None:
     ]
     db.session.add_all(episodes)
     db.session.flush()
+    episode_ids = [episode.id for episode in episodes]
     entries = []
     for n, episode in enumerate(episodes):
         for scale, hours, total in (
@@ -385,24 +403,297 @@ def _bulk_patients(world, first: int, count: int) -> None:
             )
     db.session.execute(insert(Assessment), entries)
     db.session.commit()
+    summary.rebuild(episode_ids)
+
+
+def expected_order(site_ids) -> list[str]:
+    """The dashboard's order worked out from the assessments themselves, without the summary:
+    the latest active entry of each scale of each open episode; the highest band on the common
+    ladder first, then the longest since the last entry (the episode's start when none), then
+    the older episode."""
+    latest: dict[tuple[int, str], Assessment] = {}
+    entries = db.session.scalars(
+        select(Assessment)
+        .join(Episode, Episode.id == Assessment.episode_id)
+        .where(Episode.ended_at.is_(None), Assessment.status == "active")
+        .order_by(Assessment.observed_at, Assessment.id)
+    )
+    for entry in entries:
+        latest[(entry.episode_id, entry.scale_key)] = entry  # the last one wins
+    keys = []
+    episodes = db.session.scalars(
+        select(Episode)
+        .join(Patient, Patient.id == Episode.patient_id)
+        .where(Episode.ended_at.is_(None), Patient.site_id.in_(site_ids))
+    )
+    for episode in episodes:
+        mine = [e for (episode_id, _), e in latest.items() if episode_id == episode.id]
+        severity = max(
+            (summary.band_severity(get_scale(e.scale_key), e.band, e.complete) for e in mine),
+            default=0.0,
+        )
+        since = max((e.observed_at for e in mine), default=episode.started_at)
+        keys.append((-severity, since, episode.id, episode.patient.identifier))
+    return [identifier for *_, identifier in sorted(keys)]
+
+
+def all_pages(browser, url="/dashboard/?page={}") -> list[list[str]]:
+    """The identifiers on every page of the dashboard, page by page, following "Next"."""
+    pages, number = [], 1
+    while True:
+        page = browser.get(url.format(number)).get_data(as_text=True)
+        pages.append([ident for ident, _, _ in rows(page)])
+        if 'rel="next"' not in page:
+            return pages
+        number += 1
+
+
+def summary_snapshot() -> list[tuple]:
+    """Everything the dashboard summary holds, in a stable order."""
+    db.session.expire_all()
+    episodes = db.session.scalars(select(DashboardEpisode).order_by(DashboardEpisode.episode_id))
+    scales = db.session.scalars(
+        select(DashboardScale).order_by(DashboardScale.episode_id, DashboardScale.scale_key)
+    )
+    return [
+        (e.episode_id, e.site_id, e.severity, e.last_assessed_at, e.since_at) for e in episodes
+    ] + [
+        (s.episode_id, s.scale_key, s.assessment_id, s.observed_at, s.total, s.complete, s.band,
+         s.recent_totals)
+        for s in scales
+    ]  # fmt: skip
+
+
+def assert_summary_is_exact() -> None:
+    """What the services kept equals what a rebuild from the assessments makes."""
+    kept = summary_snapshot()
+    summary.rebuild()
+    assert summary_snapshot() == kept
 
 
 def test_the_dashboard_runs_a_fixed_number_of_queries(supervisor, world, count_queries):
-    def measure(expected_rows):
+    def measure(url, expected_rows):
         with count_queries() as statements:
-            response = supervisor.get("/dashboard/")
+            response = supervisor.get(url)
         page = response.get_data(as_text=True)
         assert response.status_code == 200
         assert len(rows(page)) == expected_rows
-        assert page.count('<svg class="spark"') == 2 * (expected_rows - 1)
+        never = page.count("No assessments in this episode yet")
+        assert page.count('<svg class="spark"') == 2 * (expected_rows - never)
         return statements
 
     _bulk_patients(world, 0, 10)
-    few = measure(11)  # with the world's N-001
+    few = measure("/dashboard/", 11)  # with the world's N-001
     _bulk_patients(world, 10, 190)
-    many = measure(201)
-    assert len(few) == len(many), (few, many)
+    many = measure("/dashboard/", 25)
+    middle = measure("/dashboard/?page=5", 25)
+    last = measure("/dashboard/?page=9", 1)
+    assert len(few) == len(many) == len(middle) == len(last), (few, many)
     assert len(many) <= 8, many
+    # The sites with their counts, the page's rows, the page's scales: all from the summary;
+    # no statement reads the assessments, however many there are.
+    assert len([s for s in many if "dashboard_" in s]) == 3, many
+    assert not re.search(r"\b(FROM|JOIN) assessment\b", "\n".join(many)), many
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_pages_of_25_with_previous_and_next_links(supervisor, world):
+    _bulk_patients(world, 0, 60)  # 61 with N-001
+    first = supervisor.get("/dashboard/").get_data(as_text=True)
+    assert len(rows(first)) == 25
+    assert "61 patients with an open episode at your sites" in first
+    assert "Patients 1–25 of 61" in first
+    assert '<nav class="pager" aria-label="Dashboard pages">' in first
+    assert 'href="/dashboard/?page=2" rel="next">Next 25' in first
+    assert 'rel="prev"' not in first
+    assert '<span aria-current="page">Page 1 of 3</span>' in first
+
+    third = supervisor.get("/dashboard/?page=3").get_data(as_text=True)
+    assert len(rows(third)) == 11
+    assert "Patients 51–61 of 61" in third
+    assert 'href="/dashboard/?page=2" rel="prev">Previous 25' in third
+    assert 'rel="next"' not in third
+
+    second = supervisor.get("/dashboard/?page=2").get_data(as_text=True)
+    assert 'rel="next">Next 11' in second
+    # Past the end: the last page; nonsense or below 1: the first.
+    assert rows(supervisor.get("/dashboard/?page=400").get_data(as_text=True)) == rows(third)
+    for page in ("0", "-3", "two", "99999999999999999999"):
+        shown = supervisor.get(f"/dashboard/?page={page}")
+        assert shown.status_code == 200, page
+        assert "Patients 1–25 of 61" in shown.get_data(as_text=True) or page.startswith("9")
+
+
+def test_a_single_page_has_no_pager(supervisor, world, new_patient):
+    new_patient("N-002")
+    page = supervisor.get("/dashboard/").get_data(as_text=True)
+    assert "Patients 1–2 of 2" in page
+    assert 'class="pager"' not in page
+
+
+def test_the_order_holds_across_pages(supervisor, world, new_patient, record):
+    _bulk_patients(world, 0, 70)
+    # A few through the services too: incomplete, never assessed, recent and overdue ones.
+    record(new_patient("N-INCOMPLETE"), total=30, hours=1, incomplete_item="tremor")
+    new_patient("N-NEVER", hours=100)
+    record(new_patient("N-SEVERE-OLD"), total=40, hours=50)
+    db.session.commit()
+    pages = all_pages(supervisor)
+    assert [len(p) for p in pages] == [25, 25, 24]
+    shown = [ident for page in pages for ident in page]
+    assert len(set(shown)) == len(shown) == 74  # no patient twice, none left out
+    assert shown == expected_order([world["north"].id])
+    assert shown[0] == "N-SEVERE-OLD"
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def test_the_summary_follows_record_amend_and_void(supervisor, world, new_patient, record):
+    patient = world["patient_n"]
+    other = new_patient("N-OTHER")
+    record(other, "cows", total=15, hours=3)  # Moderate
+    older = record(patient, "cows", total=8, hours=5)  # Mild
+    latest = record(patient, "cows", total=30, hours=2)  # Moderately severe
+    assert_summary_is_exact()
+
+    def shown():
+        page = supervisor.get("/dashboard/").get_data(as_text=True)
+        return [ident for ident, _, _ in rows(page)], row_of(page, "N-001")
+
+    order, row = shown()
+    assert order == ["N-001", "N-OTHER"]
+    assert '<strong class="total">30</strong>' in row and ">Moderately severe</span>" in row
+
+    # An amended latest: the new version counts, the amended-away total is gone everywhere.
+    latest = amend_assessment(
+        world["sup_n"],
+        latest,
+        latest.version,
+        Answers(scores_for("cows", 10), latest.observed_at),
+        "Pupil size misread",
+    )
+    assert_summary_is_exact()
+    order, row = shown()
+    assert order == ["N-OTHER", "N-001"]  # Mild now, below Moderate
+    cows = scale_items(row)["COWS"]
+    assert '<strong class="total">10</strong>' in cows and ">Mild</span>" in cows
+    assert cows.count("<circle") == 2 and "30" not in cows.split("</svg>")[1]
+    assert db.session.get(DashboardScale, (patient.open_episode.id, "cows")).recent_totals == [
+        [8, True],
+        [10, True],
+    ]
+
+    # Amending an older entry to a later time makes it the latest.
+    older = amend_assessment(
+        world["sup_n"],
+        older,
+        older.version,
+        Answers(scores_for("cows", 40), now_utc() - timedelta(hours=1)),
+        "Wrong time and scores",
+    )
+    assert_summary_is_exact()
+    order, row = shown()
+    assert order == ["N-001", "N-OTHER"]
+    assert '<strong class="total">40</strong>' in row and ">Severe</span>" in row
+    assert 0.9 <= hours_ago(row) <= 1.1
+
+    # A voided latest falls back to the previous active entry.
+    void_assessment(world["sup_n"], older, older.version, "entered_in_error", "")
+    assert_summary_is_exact()
+    order, row = shown()
+    assert order == ["N-OTHER", "N-001"]
+    cows = scale_items(row)["COWS"]
+    assert '<strong class="total">10</strong>' in cows and cows.count("<circle") == 1
+    assert 1.9 <= hours_ago(row) <= 2.1
+
+    # Nothing active left: never assessed again, waiting since the episode's start.
+    void_assessment(world["sup_n"], latest, latest.version, "duplicate", "")
+    assert_summary_is_exact()
+    order, row = shown()
+    assert "No assessments in this episode yet" in row and "never assessed" in row
+    assert order == ["N-OTHER", "N-001"]
+    assert db.session.get(DashboardScale, (patient.open_episode.id, "cows")) is None
+
+
+def test_the_summary_follows_episodes_opening_and_ending(supervisor, world, new_patient, record):
+    patient = new_patient("N-TWICE")
+    record(patient, "cows", total=40, hours=10)
+    first = patient.open_episode
+    assert db.session.get(DashboardEpisode, first.id).severity == 4.0
+
+    end_episode(world["clin_n"], first, now_utc() - timedelta(hours=5))
+    assert db.session.get(DashboardEpisode, first.id) is None
+    assert db.session.get(DashboardScale, (first.id, "cows")) is None
+    page = supervisor.get("/dashboard/").get_data(as_text=True)
+    assert "N-TWICE" not in page
+    # Changing an entry of an ended episode leaves the dashboard alone.
+    entry = db.session.scalar(select(Assessment).where(Assessment.episode_id == first.id))
+    void_assessment(world["sup_n"], entry, entry.version, "duplicate", "")
+    assert db.session.get(DashboardEpisode, first.id) is None
+
+    second = open_episode(world["clin_n"], patient, now_utc() - timedelta(hours=4), "kratom", "")
+    kept = db.session.get(DashboardEpisode, second.id)
+    assert (kept.severity, kept.last_assessed_at, kept.scales) == (0.0, None, [])
+    assert kept.since_at == second.started_at
+    assert_summary_is_exact()
+    row = row_of(supervisor.get("/dashboard/").get_data(as_text=True), "N-TWICE")
+    assert "never assessed (4.0 h since episode start)" in row
+
+
+def test_another_sites_patients_never_show(supervisor, world, record):
+    record(world["patient_s"], "cows", total=40, hours=1, user="clin_s")
+    page = supervisor.get("/dashboard/").get_data(as_text=True)
+    assert [ident for ident, _, _ in rows(page)] == ["N-001"]
+    assert "S-001" not in page
+    assert "1 patient with an open episode at your sites" in page
+    # Asking for the other site by name changes nothing.
+    asked = supervisor.get("/dashboard/?site=SOUTH").get_data(as_text=True)
+    assert [ident for ident, _, _ in rows(asked)] == ["N-001"] and "S-001" not in asked
+    assert 'id="site"' not in page  # one site: no site choice
+
+
+def test_a_supervisor_of_several_sites_can_show_one(browser, world, make_user, record):
+    record(world["patient_s"], "cows", total=8, hours=1, user="clin_s")
+    make_user("sup.both", "supervisor", ["NORTH", "SOUTH"])
+    browser.login("sup.both")
+    both = browser.get("/dashboard/").get_data(as_text=True)
+    assert sorted(ident for ident, _, _ in rows(both)) == ["N-001", "S-001"]
+    assert '<option value="">All my sites (2)</option>' in both
+    assert '<option value="SOUTH">SOUTH – South Clinic (1)</option>' in both
+
+    south = browser.get("/dashboard/?site=SOUTH").get_data(as_text=True)
+    assert [ident for ident, _, _ in rows(south)] == ["S-001"]
+    assert "1 patient with an open episode at SOUTH" in south
+    assert '<option value="SOUTH" selected>' in south
+    unknown = browser.get("/dashboard/?site=EAST").get_data(as_text=True)
+    assert sorted(ident for ident, _, _ in rows(unknown)) == ["N-001", "S-001"]
+
+
+def test_pager_links_keep_the_chosen_site(browser, world, make_user):
+    _bulk_patients(world, 0, 30)
+    make_user("sup.both", "supervisor", ["NORTH", "SOUTH"])
+    browser.login("sup.both")
+    page = browser.get("/dashboard/?site=NORTH").get_data(as_text=True)
+    assert "Patients 1–25 of 31" in page
+    assert 'href="/dashboard/?page=2&amp;site=NORTH" rel="next"' in page
+    second = browser.get("/dashboard/?page=2&site=NORTH").get_data(as_text=True)
+    assert 'href="/dashboard/?page=1&amp;site=NORTH" rel="prev"' in second
+    assert "S-001" not in page + second
+
+
+def test_rebuild_command_recomputes_the_summary(app, runner, world, record):
+    record(world["patient_n"], "cows", total=30, hours=2)
+    kept = summary_snapshot()
+    begin_write(db.session)
+    db.session.execute(delete(DashboardEpisode))
+    db.session.commit()
+    result = runner.invoke(args=["dashboard", "rebuild"])
+    assert result.exit_code == 0, result.output
+    assert "Dashboard summary rebuilt for 2 open episodes." in result.output
+    assert summary_snapshot() == kept
 
 
 # --------------------------------------------------------------------------- descriptive only
@@ -418,3 +709,115 @@ def test_the_dashboard_describes_and_advises_nothing(supervisor, world, new_pati
     assert "Descriptive only." in page
     found = ADVICE.search(ALLOWED.sub("", page))
     assert found is None, page[max(found.start() - 80, 0) : found.end() + 80]
+
+
+# --------------------------------------------------------------------------- the migration
+
+SUMMARY_REVISION = "5c9658306e09"
+
+
+@pytest.fixture
+def empty_database_url(tmp_path):
+    """An empty database of the kind the suite runs on (as in test_migrations.py)."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
+        return
+    url = make_url(PG_URL)
+    name = f"{url.database}_dash_{uuid.uuid4().hex[:8]}"
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _insert(model, **values) -> int:
+    return db.session.execute(insert(model).values(**values).returning(model.id)).scalar_one()
+
+
+def _entries_before_the_summary(now) -> None:
+    """Patients, episodes and entries as they were before the summary existed: amended,
+    voided and incomplete entries, an ended episode, an episode without entries, more
+    entries than a sparkline shows."""
+    site = _insert(Site, code="NORTH", name="North Clinic", timezone="Europe/London")
+    user = _insert(
+        User, username="clin.north", display_name="C", password_hash="x", role="clinician"
+    )
+    cows, gad7, nrs = get_scale("cows"), get_scale("gad7"), get_scale("symptom_nrs")
+
+    def patient(identifier):
+        return _insert(
+            Patient,
+            site_id=site,
+            identifier=identifier,
+            identifier_key=identifier.lower(),
+            created_by_id=user,
+        )
+
+    def episode(patient_id, days, ended_hours=None):
+        return _insert(
+            Episode,
+            patient_id=patient_id,
+            started_at=now - timedelta(days=days),
+            ended_at=None if ended_hours is None else now - timedelta(hours=ended_hours),
+            substance_context="opioid",
+            created_by_id=user,
+        )
+
+    def entry(patient_id, episode_id, scale, total, hours, status="active", complete=True):
+        band = scale.band_for(total) if complete else None
+        _insert(
+            Assessment,
+            patient_id=patient_id,
+            episode_id=episode_id,
+            scale_key=scale.key,
+            scale_version=scale.version,
+            observed_at=now - timedelta(hours=hours),
+            recorded_by_id=user,
+            total=total,
+            complete=complete,
+            band=band.label if band else None,
+            status=status,
+            version=1,
+        )
+
+    a = patient("A")
+    open_a = episode(a, 3)
+    entry(a, open_a, cows, 8, 5)
+    entry(a, open_a, cows, 20, 3, status="amended")
+    entry(a, open_a, cows, 30, 2)
+    entry(a, open_a, cows, 40, 1, status="voided")
+    entry(a, open_a, gad7, 7, 4)
+    entry(a, open_a, nrs, 12, 6, complete=False)
+    b = patient("B")
+    ended_b = episode(b, 10, ended_hours=30)
+    entry(b, ended_b, cows, 40, 40)
+    episode(b, 1)
+    c = patient("C")
+    open_c = episode(c, 3)
+    for n in range(15):
+        entry(c, open_c, cows, n, 40 - n)
+    db.session.commit()
+
+
+def test_the_migration_backfills_what_the_services_would_keep(tmp_path, empty_database_url):
+    app = create_app(
+        {"DATABASE_URL": empty_database_url, "INSTANCE_PATH": str(tmp_path / "instance")}
+    )
+    with app.app_context():
+        config = app.extensions["migrate"].migrate.get_config()
+        before = ScriptDirectory.from_config(config).get_revision(SUMMARY_REVISION).down_revision
+        upgrade(revision=before)
+        _entries_before_the_summary(now_utc())
+        upgrade(revision=SUMMARY_REVISION)
+        backfilled = summary_snapshot()
+        assert len([row for row in backfilled if len(row) == 5]) == 3  # the open episodes
+        a_cows = next(row for row in backfilled if row[1:2] == ("cows",) and row[4] == 30)
+        assert a_cows[7] == [[8, True], [30, True]]
+        summary.rebuild()
+        assert summary_snapshot() == backfilled
+        db.session.remove()
+        db.engine.dispose()

@@ -1,26 +1,39 @@
 """The supervisor dashboard: every patient with an open episode, most severe and most overdue
-first. Descriptive only: it shows where things stand and suggests nothing.
+first, a page at a time. Descriptive only: it shows where things stand and suggests nothing.
 
-Two queries whatever the number of patients: the patients with open episodes, and the
-latest entries of every (patient, scale) pair via a window function.
+It reads the dashboard summary (``summary.py``), never the assessments themselves, so a page
+costs the same at 10,000 entries as at 200,000: three queries (the sites with their counts, the
+page's episodes with their patients, the page's scale rows), whatever the number of patients.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import contains_eager
+from markupsafe import Markup, escape
+from sqlalchemy import Text, cast, func, select
 
-from ..charts.spark import SparkShape, spark_shape
 from ..extensions import db
-from ..models import Assessment, AssessmentStatus, Episode, Patient, User
+from ..models import (
+    SUBSTANCE_LABELS,
+    DashboardEpisode,
+    DashboardScale,
+    Episode,
+    Patient,
+    Site,
+    User,
+)
 from ..scales import Scale
+from .summary import SPARK_POINTS, band_severity
 
-SPARK_POINTS = 12
-SEVERITY_LADDER = {"minimal": 0.5, "mild": 1.0, "moderate": 2.0, "moderately severe": 3.0,
-                   "severe": 4.0}  # fmt: skip
+__all__ = ["PAGE_SIZE", "SPARK_POINTS", "DashboardPage", "DashboardRow", "dashboard_page"]
+
+PAGE_SIZE = 25
+SPARK_COLOUR = "#0072B2"
 
 
 @dataclass
@@ -30,131 +43,257 @@ class ScaleStatus:
     latest_complete: bool
     latest_band: str | None
     latest_at: datetime
-    spark: SparkShape
-
-    @property
-    def band_rank(self) -> int:
-        """1 for the lowest published band up to len(bands); 0 when there is no band."""
-        if not self.latest_complete or self.latest_band is None:
-            return 0
-        labels = [band.label for band in self.scale.bands]
-        return labels.index(self.latest_band) + 1 if self.latest_band in labels else 0
+    spark: Markup  # an inline SVG of the recent totals, oldest first
 
     @property
     def severity(self) -> float:
-        """The latest band on a common ladder (minimal < mild < moderate < moderately severe
-        < severe), so that GAD-7 "Mild" and COWS "Mild" sort together; a label outside the
-        ladder is placed by its position among its scale's bands."""
-        if not self.band_rank:
-            return 0.0
-        common = SEVERITY_LADDER.get(self.latest_band.strip().lower())
-        if common is not None:
-            return common
-        return 4.0 * self.band_rank / len(self.scale.bands)
+        return band_severity(self.scale, self.latest_band, self.latest_complete)
 
 
 @dataclass
 class DashboardRow:
-    patient: Patient
-    episode: Episode
+    """One patient's line: who, which episode, and where each scale stands."""
+
+    patient_id: int
+    identifier: str
+    display_label: str | None
+    site_code: str
+    timezone: str
+    episode_started_at: datetime
+    substance_label: str
+    severity: float
     scales: list[ScaleStatus] = field(default_factory=list)
     last_assessed_at: datetime | None = None
     hours_since: float = 0.0
     overdue: bool = False
 
-    @property
-    def severity(self) -> float:
-        return max((s.severity for s in self.scales), default=0.0)
+
+@dataclass(frozen=True)
+class SiteCount:
+    code: str
+    name: str
+    open_episodes: int
+
+
+@dataclass
+class DashboardPage:
+    rows: list[DashboardRow]
+    total: int  # patients with an open episode at the chosen sites
+    page: int
+    per_page: int
+    sites: list[SiteCount]  # every site the user may see, with its count
+    site: str | None  # the chosen site's code; None for all of them
 
     @property
-    def top_band(self) -> ScaleStatus | None:
-        ranked = [s for s in self.scales if s.band_rank]
-        return max(ranked, key=lambda s: s.severity) if ranked else None
+    def pages(self) -> int:
+        return max(math.ceil(self.total / self.per_page), 1)
+
+    @property
+    def first(self) -> int:
+        """The position of the first row on this page, from 1 (0 when there are none)."""
+        return (self.page - 1) * self.per_page + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1 if self.rows else 0
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
 
 
-def dashboard_rows(
-    user: User, scales: dict[str, Scale], overdue_after: timedelta, now: datetime
+def dashboard_page(
+    user: User,
+    scales: dict[str, Scale],
+    overdue_after: timedelta,
+    now: datetime,
+    page: int = 1,
+    site_code: str | None = None,
+    per_page: int = PAGE_SIZE,
+) -> DashboardPage:
+    """One page of the patients with an open episode at the user's sites (or at one of them,
+    ``site_code``), sorted for a supervisor's eye: highest current severity band first, then the
+    longest time since any assessment (then the older episode, so pages never overlap).
+
+    A page number past the end shows the last page; a site the user may not see is ignored.
+    """
+    sites = _site_counts(user)
+    chosen = [s for s in sites if s.code == site_code]
+    result = DashboardPage(
+        rows=[],
+        total=sum(s.open_episodes for s in chosen or sites),
+        page=1,
+        per_page=per_page,
+        sites=[SiteCount(s.code, s.name, s.open_episodes) for s in sites],
+        site=chosen[0].code if chosen else None,
+    )
+    result.page = min(max(page, 1), result.pages)
+    if result.total:
+        site_ids = [s.id for s in chosen or sites]
+        offset = (result.page - 1) * per_page
+        result.rows = _page_rows(site_ids, offset, per_page, scales, overdue_after, now)
+    return result
+
+
+def _site_counts(user: User) -> list:
+    """The user's sites by code, each with its number of open episodes, in one query (the
+    counts are ranges of ``ix_dashboard_episode_order``)."""
+    site_ids = user.site_ids
+    counts = (
+        select(DashboardEpisode.site_id, func.count().label("open_episodes"))
+        .where(DashboardEpisode.site_id.in_(site_ids))
+        .group_by(DashboardEpisode.site_id)
+        .subquery()
+    )
+    return db.session.execute(
+        select(
+            Site.id,
+            Site.code,
+            Site.name,
+            func.coalesce(counts.c.open_episodes, 0).label("open_episodes"),
+        )
+        .outerjoin(counts, counts.c.site_id == Site.id)
+        .where(Site.id.in_(site_ids))
+        .order_by(Site.code)
+    ).all()
+
+
+def _page_rows(
+    site_ids: list[int],
+    offset: int,
+    limit: int,
+    scales: dict[str, Scale],
+    overdue_after: timedelta,
+    now: datetime,
 ) -> list[DashboardRow]:
-    """Patients with an open episode at the user's sites, sorted for a supervisor's eye:
-    highest current severity band first, then the longest time since any assessment."""
-    open_episodes = db.session.execute(
-        select(Episode)
-        .join(Episode.patient)
-        .options(contains_eager(Episode.patient).joinedload(Patient.site))
-        .where(Episode.ended_at.is_(None), Patient.site_id.in_(user.site_ids))
-    ).scalars()
-    rows = {episode.patient_id: DashboardRow(episode.patient, episode) for episode in open_episodes}
-    if not rows:
-        return []
-
-    recent = _recent_entries(user)
-    for (patient_id, scale_key), entries in recent.items():
-        row = rows.get(patient_id)
-        scale = scales.get(scale_key)
-        if row is None or scale is None:
-            continue
-        latest = entries[-1]
-        row.scales.append(
+    """The page's rows (one query) with their scales (one more). The page is picked from
+    ``ix_dashboard_episode_order`` alone; only its own rows are joined. Plain rows, not ORM
+    objects: the page only reads them."""
+    order = (
+        DashboardEpisode.severity.desc(),
+        DashboardEpisode.since_at,
+        DashboardEpisode.episode_id,
+    )
+    on_page = (
+        select(DashboardEpisode.episode_id)
+        .where(DashboardEpisode.site_id.in_(site_ids))
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+    summaries = db.session.execute(
+        select(
+            DashboardEpisode.episode_id,
+            DashboardEpisode.severity,
+            DashboardEpisode.last_assessed_at,
+            DashboardEpisode.since_at,
+            Episode.started_at,
+            Episode.substance_context,
+            Patient.id.label("patient_id"),
+            Patient.identifier,
+            Patient.display_label,
+            Site.code,
+            Site.timezone,
+        )
+        .join(Episode, Episode.id == DashboardEpisode.episode_id)
+        .join(Patient, Patient.id == Episode.patient_id)
+        .join(Site, Site.id == Patient.site_id)
+        .where(DashboardEpisode.episode_id.in_(on_page.scalar_subquery()))
+        .order_by(*order)
+    ).all()
+    by_episode: dict[int, list[ScaleStatus]] = {s.episode_id: [] for s in summaries}
+    for entry in db.session.execute(
+        select(
+            DashboardScale.episode_id,
+            DashboardScale.scale_key,
+            DashboardScale.observed_at,
+            DashboardScale.total,
+            DashboardScale.complete,
+            DashboardScale.band,
+            # As text: it is only the key of the sparkline cache unless the line is new.
+            cast(DashboardScale.recent_totals, Text).label("recent_totals"),
+        ).where(DashboardScale.episode_id.in_(by_episode))
+    ):
+        scale = scales.get(entry.scale_key)
+        if scale is None:
+            continue  # an instrument no longer installed: not shown, and not counted
+        by_episode[entry.episode_id].append(
             ScaleStatus(
                 scale=scale,
-                latest_total=latest.total,
-                latest_complete=latest.complete,
-                latest_band=latest.band,
-                latest_at=latest.observed_at,
-                spark=spark_shape(
-                    [e.total for e in entries],
-                    [e.complete for e in entries],
-                    scale.total_min,
-                    scale.total_max,
+                latest_total=entry.total,
+                latest_complete=entry.complete,
+                latest_band=entry.band,
+                latest_at=entry.observed_at,
+                spark=spark_svg(
+                    scale.short_name, scale.total_min, scale.total_max, entry.recent_totals
                 ),
             )
         )
-    for row in rows.values():
-        row.scales.sort(key=lambda s: (s.scale.display_order, s.scale.key))
-        row.last_assessed_at = max((s.latest_at for s in row.scales), default=None)
-        since = row.last_assessed_at or row.episode.started_at
-        row.hours_since = max((now - since).total_seconds() / 3600, 0.0)
-        row.overdue = now - since > overdue_after
-    return sorted(rows.values(), key=lambda r: (-r.severity, -r.hours_since))
+    rows = []
+    for s in summaries:
+        waited = now - s.since_at
+        rows.append(
+            DashboardRow(
+                patient_id=s.patient_id,
+                identifier=s.identifier,
+                display_label=s.display_label,
+                site_code=s.code,
+                timezone=s.timezone,
+                episode_started_at=s.started_at,
+                substance_label=SUBSTANCE_LABELS.get(s.substance_context, s.substance_context),
+                severity=s.severity,
+                scales=sorted(
+                    by_episode[s.episode_id], key=lambda x: (x.scale.display_order, x.scale.key)
+                ),
+                last_assessed_at=s.last_assessed_at,
+                hours_since=max(waited.total_seconds() / 3600, 0.0),
+                overdue=waited > overdue_after,
+            )
+        )
+    return rows
 
 
-def _recent_entries(user: User) -> dict[tuple[int, str], list]:
-    """The last SPARK_POINTS active entries of each (patient, scale) in open episodes,
-    oldest first, in one query."""
-    position = (
-        func.row_number()
-        .over(
-            partition_by=(Assessment.patient_id, Assessment.scale_key),
-            order_by=(Assessment.observed_at.desc(), Assessment.id.desc()),
-        )
-        .label("position")
+@functools.lru_cache(maxsize=4096)
+def spark_svg(name: str, total_min: int, total_max: int, recent_totals: str) -> Markup:
+    """The sparkline of a scale's recent totals (JSON, oldest first, ``[total, complete]``
+    pairs) as inline SVG, labelled with the scale's ``name``.
+
+    Built here rather than in the template: a page draws up to a hundred of them, a dozen marks
+    each, and Jinja's per-attribute escaping of numbers was most of the page's time. The same
+    totals always draw the same line, so recent ones are kept (a page reloaded by several
+    supervisors draws each once).
+    """
+    # Imported here: the charts package imports its views, and through them the assessment
+    # services, which keep this package's summary; at module level that would be a cycle.
+    from ..charts.spark import spark_shape
+
+    totals = json.loads(recent_totals)
+    shape = spark_shape(
+        [total for total, _ in totals],
+        [bool(complete) for _, complete in totals],
+        total_min,
+        total_max,
     )
-    ranked = (
-        select(
-            Assessment.patient_id,
-            Assessment.scale_key,
-            Assessment.observed_at,
-            Assessment.total,
-            Assessment.complete,
-            Assessment.band,
-            Assessment.id,
-            position,
+    label = escape(f"{name}: last {len(shape.marks)} totals")
+    parts = [
+        f'<svg class="spark" width="{shape.width}" height="{shape.height}" '
+        f'viewBox="0 0 {shape.width} {shape.height}" role="img" aria-label="{label}">'
+    ]
+    if shape.line:
+        parts.append(
+            f'<polyline points="{shape.line}" fill="none" stroke="{SPARK_COLOUR}" '
+            'stroke-width="1.5"/>'
         )
-        .join(Episode, Episode.id == Assessment.episode_id)
-        .join(Patient, Patient.id == Assessment.patient_id)
-        .where(
-            Episode.ended_at.is_(None),
-            Assessment.status == AssessmentStatus.ACTIVE,
-            Patient.site_id.in_(user.site_ids),
-        )
-        .subquery()
-    )
-    stmt = (
-        select(ranked)
-        .where(ranked.c.position <= SPARK_POINTS)
-        .order_by(ranked.c.patient_id, ranked.c.scale_key, ranked.c.observed_at, ranked.c.id)
-    )
-    grouped: dict[tuple[int, str], list] = {}
-    for entry in db.session.execute(stmt):
-        grouped.setdefault((entry.patient_id, entry.scale_key), []).append(entry)
-    return grouped
+    # The marks share their colours through the group; an incomplete total (a lower bound) is
+    # hollow, and the latest is the larger mark.
+    parts.append(f'<g fill="{SPARK_COLOUR}" stroke="{SPARK_COLOUR}" stroke-width="1">')
+    for index, mark in enumerate(shape.marks, start=1):
+        radius = 2 if index == len(shape.marks) else 1.2
+        hollow = "" if mark.complete else ' fill="#ffffff"'
+        parts.append(f'<circle cx="{mark.x}" cy="{mark.y}" r="{radius}"{hollow}/>')
+    parts.append("</g></svg>")
+    return Markup("".join(parts))  # noqa: S704 - numbers and an escaped label only

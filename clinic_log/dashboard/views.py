@@ -1,6 +1,6 @@
 from datetime import timedelta
 
-from flask import current_app, render_template
+from flask import current_app, render_template, request
 from flask_login import current_user
 
 from ..auth.guards import role_required
@@ -13,12 +13,21 @@ from . import bp, services
 @bp.route("/")
 @role_required(Role.SUPERVISOR)
 def index():
-    """Every patient with an open episode at my sites, most severe and most overdue first."""
-    overdue_after = timedelta(hours=current_app.config["OVERDUE_AFTER_HOURS"])
-    rows = services.dashboard_rows(current_user, scales(), overdue_after, now_utc())
+    """Patients with an open episode at my sites, most severe and most overdue first, a page
+    at a time (``?page=``), optionally at one site (``?site=CODE``)."""
+    overdue_hours = current_app.config["OVERDUE_AFTER_HOURS"]
+    page = services.dashboard_page(
+        current_user,
+        scales(),
+        timedelta(hours=overdue_hours),
+        now_utc(),
+        page=request.args.get("page", 1, type=int),
+        site_code=request.args.get("site") or None,
+    )
     return render_template(
         "dashboard/index.html",
-        rows=rows,
-        overdue_hours=current_app.config["OVERDUE_AFTER_HOURS"],
+        page=page,
+        rows=page.rows,
+        overdue_hours=overdue_hours,
         spark_points=services.SPARK_POINTS,
     )
