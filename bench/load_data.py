@@ -5,7 +5,8 @@ supervisor. The schema comes from the real migrations (``flask db upgrade``), th
 the two accounts from the services (so their audit events and password hashes are real);
 patients, episodes, assessments and item scores then go in with ``executemany`` through
 plain sqlite3, because the services take milliseconds per entry and 200,000 entries would
-take minutes. No audit events are written for the bulk rows.
+take minutes. No audit events are written for the bulk rows; the dashboard summary, which the
+services keep on every write, is then rebuilt from them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from flask_migrate import upgrade
 
 from clinic_log import create_app
 from clinic_log.auth.services import create_site, create_user
+from clinic_log.dashboard import summary as dashboard_summary
 from clinic_log.extensions import db
 from clinic_log.scales import load_scales
 
@@ -93,6 +95,8 @@ def build(path: Path, patients: int, assessments: int, seed: int = 20261125) -> 
         patient_ids, item_count = _bulk_insert(conn, user_ids, patients, assessments, seed)
         for statement in indexes:
             conn.execute(statement)
+    _summarise(path, instance)
+    with sqlite3.connect(path) as conn:
         conn.execute("ANALYZE")
     return Dataset(
         path=path,
@@ -130,6 +134,16 @@ def _migrate_and_add_users(path: Path, instance: Path) -> dict[str, int]:
         db.session.remove()
         db.engine.dispose()
     return ids
+
+
+def _summarise(path: Path, instance: Path) -> None:
+    """The dashboard summary that the services keep on every write, made for the bulk rows
+    with the app's own rebuild."""
+    app = create_app(app_config(path, instance))
+    with app.app_context():
+        dashboard_summary.rebuild()
+        db.session.remove()
+        db.engine.dispose()
 
 
 def _drop_bulk_indexes(conn) -> list[str]:
