@@ -37,6 +37,7 @@ def create_app(config: dict | None = None) -> Flask:
     from .web import (
         register_blueprints,
         register_cli,
+        register_conflict_retries,
         register_error_handlers,
         register_extensions,
         register_request_hooks,
@@ -45,6 +46,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     register_extensions(app, migrations_dir=_resource_dir("migrations"))
     register_blueprints(app)
+    register_conflict_retries(app)
     register_error_handlers(app)
     register_request_hooks(app)
     register_template_helpers(app)

@@ -15,7 +15,7 @@ from werkzeug.routing import IntegerConverter
 from . import audit, storage
 from .auth import reads as auth_reads
 from .auth import sessions as auth_sessions
-from .database import begin_write, configure_sqlite, render_migration_type
+from .database import begin_write, configure_sqlite, render_migration_type, retry_on_conflict
 from .extensions import csrf, db, login_manager, migrate
 from .product import NO_ADVICE_NOTICE
 from .scale_registry import init_scales
@@ -89,6 +89,19 @@ def register_blueprints(app: Flask) -> None:
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+
+
+def register_conflict_retries(app: Flask) -> None:
+    """Run a request's unit of work again when PostgreSQL aborts it as a conflict with another
+    transaction (40001, 40P01), a bounded number of times (``database.retry_on_conflict``).
+
+    Every view is one unit: it reads the form, calls a service that writes and commits, and
+    answers; a transaction that was aborted wrote nothing, so running the view again from the
+    start is safe. One place covers every route, new ones included. SQLite never raises these.
+    """
+    for endpoint, view in app.view_functions.items():
+        if endpoint != "static":
+            app.view_functions[endpoint] = retry_on_conflict(view)
 
 
 def register_error_handlers(app: Flask) -> None:

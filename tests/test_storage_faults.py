@@ -549,6 +549,52 @@ def test_a_real_serialization_failure_is_retried_on_postgresql(app_ctx, make_sit
     assert db.session.scalar(select(Site.name).where(Site.id == site_id)) == "Changed (renamed)"
 
 
+def _conflicting_first(monkeypatch, times: int) -> list[str]:
+    """The audit write of the next ``times`` units of work fails as a PostgreSQL deadlock
+    would; every write service records an audit event, so this reaches each of them."""
+    from clinic_log import audit
+
+    real_record, seen = audit.record, []
+
+    def record(action, **kwargs):
+        seen.append(action)
+        if len(seen) <= times:
+            raise _conflict("40P01")
+        return real_record(action, **kwargs)
+
+    monkeypatch.setattr(audit, "record", record)
+    return seen
+
+
+def test_a_request_that_meets_a_conflict_runs_again_and_saves_once(app, world, sleeps, monkeypatch):
+    browser = logged_in(app)
+    patient_id = world["patient_n"].id
+    db.session.commit()
+    data = entry_data(browser, patient_id)
+    before = count(app, Assessment)
+    seen = _conflicting_first(monkeypatch, times=2)
+    response = browser.post(entry_url(patient_id), data, csrf=False)
+    assert response.status_code == 302, page_text(response)
+    assert count(app, Assessment) == before + 1
+    assert seen.count("assessment_create") == 3 and len(sleeps) == 2
+
+
+def test_a_conflict_on_every_attempt_saves_nothing_and_keeps_the_input(
+    app, world, sleeps, monkeypatch
+):
+    browser = logged_in(app)
+    patient_id = world["patient_n"].id
+    db.session.commit()
+    data = entry_data(browser, patient_id)
+    before = count(app, Assessment)
+    _conflicting_first(monkeypatch, times=100)
+    response = browser.post(entry_url(patient_id), data, csrf=False)
+    assert response.status_code == 503
+    assert NOTE in page_text(response)
+    assert count(app, Assessment) == before
+    assert len(sleeps) == 3
+
+
 def test_a_conflict_that_outlives_its_retries_is_a_503_not_a_500(app):
     @app.route("/_test/conflict")
     def conflict():
