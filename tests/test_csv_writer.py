@@ -17,7 +17,15 @@ from decimal import Decimal
 import pytest
 
 from clinic_log.exports import csvwriter
-from clinic_log.exports.csvwriter import BOM, FORMULA_TRIGGERS, ROWS_PER_CHUNK, csv_cell, csv_chunks
+from clinic_log.exports.csvwriter import (
+    BOM,
+    FORMULA_TRIGGERS,
+    ROWS_PER_CHUNK,
+    csv_cell,
+    csv_chunks,
+    csv_line,
+    line_writer,
+)
 
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 
@@ -310,3 +318,68 @@ def test_module_is_pure():
     imports = re.findall(r"^(?:from|import) (\S+)", inspect.getsource(csvwriter), re.M)
     assert imports
     assert not [name for name in imports if name.split(".")[0] in ("flask", "sqlalchemy")]
+
+
+# --------------------------------------------------------------------------- the fast path
+
+TRICKY_VALUES = [
+    None, "", 0, -3, -2.5, 7, Decimal("-1.50"), True, False, "=1+1", "-x", "+1", "@", "@SUM(1)",
+    "\t", "\tx", "\r", "\rx", "\n", "\nx", "\0", "\0x", "\uff1d1+1", "Zoë, café", 'say "hi"',
+    "#3", "NA", "not assessed", "x-1", "'quoted", datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+]  # fmt: skip
+
+
+def test_the_cell_cache_is_csv_cell_once_per_value():
+    cells = csvwriter.CellCache()
+    texts = [v for v in TRICKY_VALUES if v is None or isinstance(v, str)]
+    for value in texts * 2:
+        assert cells[value] == csv_cell(value), repr(value)
+    assert len(cells) == len(set(texts))
+
+
+def test_the_cell_cache_stops_learning_at_its_limit(monkeypatch):
+    monkeypatch.setattr(csvwriter, "CACHE_LIMIT", 3)
+    cells = csvwriter.CellCache()
+    assert [cells[f"-{n}"] for n in range(5)] == [f"'-{n}" for n in range(5)]
+    assert len(cells) == 3
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES, ids=repr)
+def test_csv_line_and_line_writer_write_what_csv_chunks_writes(value):
+    row = ["before", value, -1, value, "after"]
+    expected = write(["a", "b", "c", "d", "e"], [row]).split("\r\n", 1)[1]
+    assert csv_line(row) == expected
+    lines = []
+    line_writer(lines.append).writerow([csv_cell(v) for v in row])
+    assert lines == [expected]
+    # Written in two parts and joined, a row is the same line.
+    head = []
+    line_writer(head.append, line_end=",").writerow([csv_cell(v) for v in row[:2]])
+    assert head[0] + csv_line(row[2:]) == expected
+
+
+class _WrittenRows:
+    """Rows that write themselves, as ExportRows does."""
+
+    def __init__(self, rows, per_chunk=2):
+        self.rows, self.per_chunk = rows, per_chunk
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def csv_text(self):
+        for start in range(0, len(self.rows), self.per_chunk):
+            yield "".join(csv_line(row) for row in self.rows[start : start + self.per_chunk])
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 5])
+@pytest.mark.parametrize("bom", [False, True])
+def test_rows_with_their_own_text_make_the_same_file(count, bom):
+    rows = [[n, TRICKY_VALUES[n % len(TRICKY_VALUES)], "=x", None] for n in range(count)]
+    header, preamble = ["n", "value", "formula", "empty"], ["p, q", "=r"]
+    own = list(csv_chunks(header, _WrittenRows(rows), preamble=preamble, bom=bom))
+    plain = "".join(csv_chunks(header, rows, preamble=preamble, bom=bom))
+    assert "".join(own) == plain
+    # The preamble and header go out with the first rows; then a chunk per csv_text chunk.
+    assert len(own) == max(1, -(-count // 2))
+    assert own[0].startswith((BOM if bom else "") + "# p; q\r\n# =r\r\n")

@@ -3,13 +3,17 @@
 Text cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab, carriage
 return, line feed or NUL) get a leading apostrophe; numbers stay numbers, so a negative number
 is never quoted into text. Quoting follows RFC 4180 with CRLF line ends; every text cell is quoted.
+
+``csv_cell`` is the rule. A caller that writes many rows can ask for it once per distinct value
+(``CellCache``) and write rows of cells itself (``line_writer``, ``csv_line``), handing
+``csv_chunks`` rows that carry their own text (``csv_text``); the bytes are the same.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 
@@ -17,6 +21,9 @@ FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
 BOM = "\ufeff"
 # Chosen so a chunk is a few tens of kilobytes: big enough to be cheap, small enough to stream.
 ROWS_PER_CHUNK = 500
+# CellCache stops learning new values past this many (memory stays bounded on unique notes).
+CACHE_LIMIT = 20_000
+_QUOTING = {"quoting": csv.QUOTE_NONNUMERIC}
 
 
 def csv_cell(value: object) -> object:
@@ -33,6 +40,45 @@ def csv_cell(value: object) -> object:
     return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
 
 
+class CellCache(dict):
+    """``csv_cell`` of text values that repeat (codes, names, labels, short notes), worked out
+    once per distinct value: ``cells[value]``.
+
+    For text and None only: as dictionary keys 1, 1.0 and True are the same key, and
+    ``csv_cell`` treats them differently.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, value: str | None) -> str:
+        cell = csv_cell(value)
+        if len(self) < CACHE_LIMIT:
+            self[value] = cell
+        return cell
+
+
+class _Appender:
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[str], object]):
+        self.write = write
+
+
+def line_writer(write: Callable[[str], object], *, line_end: str = "\r\n"):
+    """A ``csv.writer`` with the export's quoting that hands each row's text to ``write``
+    (``list.append`` collects lines). Its rows must already be cells (see ``csv_cell``)."""
+    # Every text cell quoted, numbers bare: a '#' or ',' inside text can never be read as a
+    # comment (R comment.char, pandas comment) or a separator, and numbers stay numbers.
+    return csv.writer(_Appender(write), lineterminator=line_end, **_QUOTING)
+
+
+def csv_line(values: Iterable[object], *, line_end: str = "\r\n") -> str:
+    """One row as ``csv_chunks`` writes it, ``csv_cell`` applied to every value."""
+    lines: list[str] = []
+    line_writer(lines.append, line_end=line_end).writerow([csv_cell(v) for v in values])
+    return lines[0]
+
+
 def csv_chunks(
     header: list[str],
     rows: Iterable[Iterable[object]],
@@ -42,17 +88,27 @@ def csv_chunks(
 ) -> Iterator[str]:
     """Yield the CSV text in chunks: optional BOM, ``# `` preamble lines, header, rows.
 
+    ``rows`` gives lists of values, each written through ``csv_cell``; or it has a
+    ``csv_text()`` method that yields its rows already written, whole lines a chunk, exactly
+    as they would be from its values (the exports' fast path).
     Memory stays flat whatever the number of rows: each chunk is written and handed on.
     """
     buffer = io.StringIO()
-    # Every text cell quoted, numbers bare: a '#' or ',' inside text can never be read as a
-    # comment (R comment.char, pandas comment) or a separator, and numbers stay numbers.
-    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
+    writer = line_writer(buffer.write)
     if bom:
         buffer.write(BOM)
     for line in preamble:
         buffer.write("# " + _plain(line) + "\r\n")
     writer.writerow([csv_cell(name) for name in header])
+    written = getattr(rows, "csv_text", None)
+    if written is not None:
+        head = buffer.getvalue()
+        for chunk in written():
+            yield head + chunk if head else chunk
+            head = ""
+        if head:
+            yield head
+        return
     count = 0
     for row in rows:
         writer.writerow([csv_cell(value) for value in row])

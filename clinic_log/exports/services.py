@@ -13,11 +13,13 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import groupby
+from itertools import chain, groupby
 from operator import itemgetter
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import DateTime, String, bindparam, func, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from .. import audit
@@ -29,6 +31,7 @@ from ..product import NO_ADVICE_NOTICE
 from ..scale_registry import scales
 from ..scales import NOT_ASSESSED_REASONS, Scale
 from ..timeutil import zone
+from .csvwriter import CACHE_LIMIT, ROWS_PER_CHUNK, CellCache, csv_line, line_writer
 
 LAYOUTS = ("wide", "long")
 PROFILES = ("identified", "deidentified")
@@ -214,42 +217,102 @@ def _conditions(request: ExportRequest) -> list:
     return conditions
 
 
-def _rows_statement(request: ExportRequest):
-    """One row per item score, in assessment order, with everything a CSV row needs."""
-    # The row's episode is the joined Episode; count the patient's episodes that started no
-    # later than it (an alias, so the subquery does not correlate to itself).
-    earlier = aliased(Episode)
-    episode_number = (
-        select(func.count(earlier.id))
-        .where(earlier.patient_id == Assessment.patient_id)
-        .where(earlier.started_at <= Episode.started_at)
-        .correlate(Assessment, Episode)
-        .scalar_subquery()
-    )
-    return (
-        select(
-            Assessment.id, Assessment.patient_id, Patient.identifier, Patient.identifier_key,
-            Site.code, Site.timezone, Assessment.episode_id, episode_number.label("episode_number"),
-            Episode.started_at,
-            Assessment.scale_key, Assessment.scale_version, Assessment.observed_at,
-            Assessment.total, Assessment.complete, Assessment.band, Assessment.status,
-            Assessment.status_reason, Assessment.replaces_id,
-            _recorder.display_name.label("recorded_by_name"),
-            Assessment.recorded_at, _reviewer.display_name.label("reviewed_by_name"),
-            Assessment.reviewed_at,
-            Assessment.notes, ItemScore.item_key, ItemScore.score,
-            ItemScore.not_assessed_reason, ItemScore.measured_value,
+def _stored(column, name: str):
+    """A UTC column as the driver gives it, without the UTCDateTime decorator's per-value
+    work (``_Times`` does it): SQLite's stored text, PostgreSQL's aware datetime."""
+    return type_coerce(column, String).label(name)
+
+
+# Where the columns of ``_assessments_statement`` are; the wide layout's answers follow them.
+BASE_COLUMNS = 22
+SCALE_KEY_COLUMN = 8
+
+
+def _assessments_statement(request: ExportRequest, pivoted: bool = False):
+    """One row per assessment, in export order, with everything but the item scores.
+
+    The de-identified profile adds the episode number after the BASE_COLUMNS. ``pivoted``
+    (wide layout) then adds the items of its scale, an outer join each: their scores, then
+    their measurements, and last the number of item score rows the assessment has.
+    """
+    columns = [
+        Assessment.id, Assessment.patient_id, Patient.identifier, Patient.identifier_key,
+        Site.code, Site.timezone, Assessment.episode_id, _stored(Episode.started_at, "started_at"),
+        Assessment.scale_key, Assessment.scale_version,
+        _stored(Assessment.observed_at, "observed_at"), Assessment.total, Assessment.complete,
+        Assessment.band, Assessment.status, Assessment.status_reason, Assessment.replaces_id,
+        _recorder.display_name.label("recorded_by_name"),
+        _stored(Assessment.recorded_at, "recorded_at"),
+        _reviewer.display_name.label("reviewed_by_name"),
+        _stored(Assessment.reviewed_at, "reviewed_at"), Assessment.notes,
+    ]  # fmt: skip
+    if request.profile == "deidentified":
+        # Count the patient's episodes that started no later than this one (an alias, so the
+        # subquery does not correlate to itself).
+        earlier = aliased(Episode)
+        episode_number = (
+            select(func.count(earlier.id))
+            .where(earlier.patient_id == Assessment.patient_id)
+            .where(earlier.started_at <= Episode.started_at)
+            .correlate(Assessment, Episode)
+            .scalar_subquery()
         )
+        columns.append(episode_number.label("episode_number"))
+    statement = (
+        select()
         .select_from(Assessment)
         .join(Patient, Patient.id == Assessment.patient_id)
         .join(Site, Site.id == Patient.site_id)
         .join(Episode, Episode.id == Assessment.episode_id)
         .join(_recorder, _recorder.id == Assessment.recorded_by_id)
         .outerjoin(_reviewer, _reviewer.id == Assessment.reviewed_by_id)
+    )
+    if pivoted:
+        answers = []
+        for n, item in enumerate(request.scale.items):
+            answer = aliased(ItemScore, name=f"item_{n}")
+            statement = statement.outerjoin(
+                answer, (answer.assessment_id == Assessment.id) & (answer.item_key == item.key)
+            )
+            answers.append((item, answer))
+        columns += [answer.score for _item, answer in answers]
+        columns += [answer.measured_value for item, answer in answers if item.measurement]
+        item_rows = (
+            select(func.count(ItemScore.id))
+            .where(ItemScore.assessment_id == Assessment.id)
+            .correlate(Assessment)
+            .scalar_subquery()
+        )
+        columns.append(item_rows.label("item_rows"))
+    return (
+        statement.add_columns(*columns)
+        .where(*_conditions(request))
+        .order_by(Assessment.observed_at, Assessment.id)
+    )
+
+
+def _items_statement(request: ExportRequest):
+    """The item scores of the same assessments, in the same order, each one's in scale order."""
+    return (
+        select(*_ITEM_COLUMNS)
+        .select_from(Assessment)
+        .join(Patient, Patient.id == Assessment.patient_id)
         .join(ItemScore, ItemScore.assessment_id == Assessment.id)
         .where(*_conditions(request))
         .order_by(Assessment.observed_at, Assessment.id, ItemScore.position)
-    )  # fmt: skip
+    )
+
+
+_ITEM_COLUMNS = (
+    ItemScore.assessment_id, ItemScore.item_key, ItemScore.score, ItemScore.not_assessed_reason,
+    ItemScore.measured_value,
+)  # fmt: skip
+# The item scores of some assessments (given by id), each one's in scale order.
+_ITEMS_OF = (
+    select(*_ITEM_COLUMNS)
+    .where(ItemScore.assessment_id.in_(bindparam("ids", expanding=True)))
+    .order_by(ItemScore.assessment_id, ItemScore.position)
+)
 
 
 def count_rows(connection, request: ExportRequest) -> int:
@@ -294,10 +357,43 @@ def _local(value: datetime | None, tz_name: str) -> str:
     return value.astimezone(zone(tz_name)).isoformat(timespec="seconds") if value else ""
 
 
-def rows(connection, request: ExportRequest) -> Iterator[list]:
+class _Times:
+    """Stored UTC times as the driver gives them, read as UTCDateTime would read them.
+
+    SQLite gives the text SQLAlchemy stored: naive UTC, "2026-07-15 10:30:15.123456".
+    PostgreSQL gives an aware datetime.
+    """
+
+    def __init__(self, dialect):
+        self._parse = DateTime().dialect_impl(dialect).result_processor(dialect, None)
+
+    def aware(self, value) -> datetime | None:
+        """The instant as an aware UTC datetime (None stays None)."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if _canonical(value):
+                return datetime.fromisoformat(value + "+00:00")
+            value = (self._parse or datetime.fromisoformat)(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def utc_text(self, value) -> str:
+        """``_utc`` of the instant: the stored text rearranged, when it is canonical."""
+        if value.__class__ is str and len(value) == 26 and value[10] == " " and value[0] != "0":
+            return value[:10] + "T" + value[11:19] + "Z"  # _canonical, inline: it runs a lot
+        return _utc_text(self.aware(value))
+
+
+def _canonical(stored: str) -> bool:
+    """Stored as SQLAlchemy writes a datetime on SQLite, in the years 1000 to 9999 (below,
+    strftime would write the year without its leading zero)."""
+    return len(stored) == 26 and stored[10] == " " and stored[0] != "0"
+
+
+def rows(connection, request: ExportRequest) -> ExportRows:
     """The CSV rows, streamed from the connection's snapshot in batches.
 
-    The query runs now, while the request's objects are loaded; only reading the result is
+    The queries run now, while the request's objects are loaded; only reading the results is
     left to the stream (which runs after the view has returned).
     """
     pseudonymiser = (
@@ -305,17 +401,92 @@ def rows(connection, request: ExportRequest) -> Iterator[list]:
         if request.profile == "deidentified"
         else None
     )
-    result = connection.execution_options(yield_per=BATCH_ROWS).execute(_rows_statement(request))
-    scale_items = {key: scale.items for key, scale in scales().items()}
-    wide_items = request.scale.items if request.layout == "wide" else ()
-    return _format_rows(result, request.layout, wide_items, scale_items, pseudonymiser)
+    return ExportRows(connection, request, pseudonymiser)
 
 
-def _format_rows(result, layout, wide_items, scale_items, pseudonymiser) -> Iterator[list]:
-    for _assessment_id, group in groupby(result, key=itemgetter(0)):
-        group = list(group)
-        first = group[0]
-        base = _base_columns(first, pseudonymiser)
+class ExportRows:
+    """The rows of one export, read from the connection's snapshot a batch at a time.
+
+    Iterating gives every row as a list of values, which ``csv_chunks`` writes through
+    ``csv_cell``: the plain reading of the columns, and the reference. ``csv_text`` gives the
+    same rows already written as text, which ``csv_chunks`` takes instead (``_FastWriter``
+    says how it saves work). tests/test_exports.py checks that both give the same bytes.
+    Either is read once.
+
+    The item scores come one of two ways. As a stream beside the assessments, in the same
+    order from the same snapshot, so an assessment's arrive exactly where it does: the long
+    layout, and the wide one on PostgreSQL. Or, for the wide layout on SQLite, pivoted into
+    the assessment's row by the database (an index lookup per item, cheaper there than
+    sorting every item score; PostgreSQL would hash-join each item with a full scan).
+    """
+
+    def __init__(self, connection, request: ExportRequest, pseudonymiser: Pseudonymiser | None):
+        self.connection = connection
+        self.layout = request.layout
+        self.pseudonymiser = pseudonymiser
+        self.wide_items = request.scale.items if request.layout == "wide" else ()
+        self.scale_items = {key: scale.items for key, scale in scales().items()}
+        self.times = _Times(connection.dialect)
+        self.pivoted = request.layout == "wide" and connection.dialect.name == "sqlite"
+        self.assessments = connection.execute(
+            _assessments_statement(request, self.pivoted).execution_options(yield_per=BATCH_ROWS)
+        )
+        self.items = None
+        if not self.pivoted:
+            self.items = connection.execute(
+                _items_statement(request).execution_options(yield_per=BATCH_ROWS)
+            )
+
+    def entries(self, needs_items: Callable[[Any], bool] | None = None) -> Iterator[tuple]:
+        """(assessment row, its item score rows), in export order; an assessment without item
+        scores is in no export.
+
+        Pivoted rows: a batch's item score rows are read with one more query, for every
+        assessment, or only where ``needs_items(row)`` (the others come with None).
+        """
+        if self.items is not None:
+            yield from self._streamed()
+            return
+        for batch in self.assessments.partitions():
+            needed = [needs_items is None or needs_items(row) for row in batch]
+            wanted = [row[0] for row, need in zip(batch, needed, strict=True) if need]
+            found = {}
+            if wanted:
+                result = self.connection.execute(_ITEMS_OF, {"ids": wanted}).fetchall()
+                found = {key: list(group) for key, group in groupby(result, itemgetter(0))}
+            for row, need in zip(batch, needed, strict=True):
+                if not need:
+                    if row[-1]:  # the number of item score rows
+                        yield row, None
+                elif row[0] in found:
+                    yield row, found[row[0]]
+
+    def _streamed(self) -> Iterator[tuple]:
+        groups = groupby(chain.from_iterable(self.items.partitions()), key=itemgetter(0))
+        key, group = next(groups, (None, ()))
+        for batch in self.assessments.partitions():
+            for row in batch:
+                if row[0] == key:
+                    yield row, list(group)
+                    key, group = next(groups, (None, ()))
+        if key is not None:
+            raise RuntimeError("export: item scores of an assessment the export did not read")
+
+    def __iter__(self) -> Iterator[list]:
+        return _format_rows(
+            self.entries(), self.layout, self.wide_items, self.scale_items, self.pseudonymiser,
+            self.times.aware,
+        )  # fmt: skip
+
+    def csv_text(self) -> Iterator[str]:
+        """The rows as CSV text, whole lines, a few hundred rows a chunk."""
+        return _FastWriter(self).chunks()
+
+
+def _format_rows(entries, layout, wide_items, scale_items, pseudonymiser, aware) -> Iterator[list]:
+    """Each row as a list of values: what the columns mean, spelled out plainly."""
+    for first, group in entries:
+        base = _base_columns(first, pseudonymiser, aware)
         if layout == "long":
             items = {item.key: item for item in scale_items.get(first.scale_key, ())}
             for row in group:
@@ -329,32 +500,39 @@ def _format_rows(result, layout, wide_items, scale_items, pseudonymiser) -> Iter
                     row.measured_value if row.measured_value is not None else "",
                 ]
         else:
-            by_key = {row.item_key: row for row in group}
-            values = []
-            for item in wide_items:
-                row = by_key.get(item.key)
-                values.append(NA if row is None or row.score is None else row.score)
-                if item.measurement is not None:
-                    measured = row.measured_value if row is not None else None
-                    values.append(measured if measured is not None else "")
-            not_assessed = "; ".join(
-                f"{row.item_key}: {NOT_ASSESSED_REASONS.get(row.not_assessed_reason, '?')}"
-                for row in group
-                if row.score is None
-            )
-            yield base + values + [not_assessed]
+            yield base + _wide_values(wide_items, group)
 
 
-def _base_columns(row, pseudonymiser: Pseudonymiser | None) -> list:
+def _wide_values(wide_items, group) -> list:
+    """The wide layout's item columns and not_assessed, from the assessment's item rows."""
+    by_key = {row.item_key: row for row in group}
+    values = []
+    for item in wide_items:
+        row = by_key.get(item.key)
+        values.append(NA if row is None or row.score is None else row.score)
+        if item.measurement is not None:
+            measured = row.measured_value if row is not None else None
+            values.append(measured if measured is not None else "")
+    not_assessed = "; ".join(
+        f"{row.item_key}: {NOT_ASSESSED_REASONS.get(row.not_assessed_reason, '?')}"
+        for row in group
+        if row.score is None
+    )
+    return values + [not_assessed]
+
+
+def _base_columns(row, pseudonymiser: Pseudonymiser | None, aware) -> list:
     completeness = "complete" if row.complete else "incomplete"
     band = row.band if row.complete else ""
+    started, observed = aware(row.started_at), aware(row.observed_at)
+    recorded, reviewed = aware(row.recorded_at), aware(row.reviewed_at)
     if pseudonymiser is None:
         return [
-            row.identifier, row.code, row.episode_id, _utc(row.started_at), row.scale_key,
-            row.scale_version, row.id, _utc(row.observed_at), _local(row.observed_at, row.timezone),
+            row.identifier, row.code, row.episode_id, _utc(started), row.scale_key,
+            row.scale_version, row.id, _utc(observed), _local(observed, row.timezone),
             row.total, band, completeness, row.status, row.status_reason or "",
-            row.replaces_id or "", row.recorded_by_name, _utc(row.recorded_at),
-            row.reviewed_by_name or "", _utc(row.reviewed_at), row.notes,
+            row.replaces_id or "", row.recorded_by_name, _utc(recorded),
+            row.reviewed_by_name or "", _utc(reviewed), row.notes,
         ]  # fmt: skip
     shift = pseudonymiser.shift(row.patient_id)
 
@@ -363,11 +541,196 @@ def _base_columns(row, pseudonymiser: Pseudonymiser | None) -> list:
 
     return [
         pseudonymiser.pseudonym(row.code, row.identifier_key), row.code, row.episode_number,
-        _utc(moved(row.started_at)), row.scale_key, row.scale_version, row.id,
-        _utc(moved(row.observed_at)), _local(moved(row.observed_at), row.timezone), row.total,
-        band, completeness, row.status, row.replaces_id or "", _utc(moved(row.recorded_at)),
-        "yes" if row.reviewed_at else "no", _utc(moved(row.reviewed_at)),
+        _utc(moved(started)), row.scale_key, row.scale_version, row.id, _utc(moved(observed)),
+        _local(moved(observed), row.timezone), row.total, band, completeness, row.status,
+        row.replaces_id or "", _utc(moved(recorded)), "yes" if reviewed else "no",
+        _utc(moved(reviewed)),
     ]  # fmt: skip
+
+
+def _utc_text(value: datetime | None) -> str:
+    """``_utc``, quicker: isoformat instead of strftime (they agree from year 1000 on)."""
+    if value is None:
+        return ""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    if value.year < 1000:
+        return _utc(value)
+    return value.isoformat(timespec="seconds")[:19] + "Z"
+
+
+class _FastWriter:
+    """``ExportRows.csv_text``: the rows of ``_format_rows`` written with less work per cell.
+
+    What it leaves out, and why no byte changes:
+    - ``csv_cell`` on numbers (it returns them as they are) and on text that cannot start
+      with a formula trigger: the times it formats (they start with a digit), pseudonyms
+      ("P-"), its fixed words (complete, yes, NA). Every other text value goes through
+      ``CellCache``: ``csv_cell`` once per distinct value.
+    - Long layout: an assessment's columns are written once, in front of each of its item
+      rows; an item's columns once per distinct (scale, item, score, reason, measurement).
+      ``csv.writer`` writes every cell on its own, so the joined text is the line it writes.
+    - Wide layout, pivoted (SQLite): the item columns come from the database. Where they
+      cannot say everything (an item not assessed or missing, for ``not_assessed``; an item
+      score row of an item the scale does not have) the assessment's item rows are read, in
+      one query per batch, and used as the reference uses them.
+    - Times: from the stored text (SQLite) or the driver's datetime, with isoformat rather
+      than strftime, and an episode's start once per episode.
+    """
+
+    def __init__(self, export_rows: ExportRows):
+        self.rows = export_rows
+        self.times = export_rows.times
+        self.cells = CellCache()
+        self.zones: dict[str, ZoneInfo] = {}
+        self.started: dict[int, str] = {}
+        self.shifts: dict[int, timedelta] = {}
+        self.pseudonyms: dict[tuple[str, str], str] = {}
+        self.suffixes = {
+            key: _ItemSuffixes({item.key: (item.respondent, item.domain) for item in items})
+            for key, items in export_rows.scale_items.items()
+        }
+        items = export_rows.wide_items
+        start = BASE_COLUMNS + (export_rows.pseudonymiser is not None)
+        self.scores = slice(start, start + len(items))
+        measured = [n for n, item in enumerate(items) if item.measurement is not None]
+        # Where each measurement goes among the item cells (right after its item), last first.
+        self.measured_at = [
+            (n + 1 + k, start + len(items) + k) for k, n in reversed(list(enumerate(measured)))
+        ]
+
+    def chunks(self) -> Iterator[str]:
+        lines: list[str] = []
+        write_row = line_writer(lines.append).writerow
+        prefixes: list[str] = []
+        write_prefix = line_writer(prefixes.append, line_end=",").writerow
+        base = self.identified if self.rows.pseudonymiser is None else self.deidentified
+        if self.rows.layout == "long":
+            suffixes = self.suffixes
+            for row, group in self.rows.entries():
+                write_prefix(base(row))
+                prefix = prefixes.pop()
+                table = suffixes.get(row[SCALE_KEY_COLUMN])
+                if table is None:  # a scale no longer installed: no respondent, no domain
+                    table = suffixes[row[SCALE_KEY_COLUMN]] = _ItemSuffixes({})
+                for item in group:
+                    lines.append(prefix + table[item[1:]])
+                if len(lines) >= ROWS_PER_CHUNK:
+                    yield "".join(lines)
+                    lines.clear()
+        else:
+            needs_items = self.needs_items if self.rows.pivoted else None
+            for row, group in self.rows.entries(needs_items):
+                write_row(base(row) + self.wide_cells(row, group))
+                if len(lines) >= ROWS_PER_CHUNK:
+                    yield "".join(lines)
+                    lines.clear()
+        if lines:
+            yield "".join(lines)
+
+    def needs_items(self, row) -> bool:
+        """Whether the pivoted columns cannot say everything: an item of the scale without a
+        score, or a number of item score rows other than the scale's items."""
+        scores = row[self.scores]
+        return None in scores or row[-1] != len(scores)
+
+    def wide_cells(self, row, group) -> list:
+        if group is not None:
+            return [
+                self.cells[v] if isinstance(v, str) else v
+                for v in _wide_values(self.rows.wide_items, group)
+            ]
+        cells = list(row[self.scores])
+        for at, column in self.measured_at:
+            cells.insert(at, "" if row[column] is None else row[column])
+        cells.append("")
+        return cells
+
+    def started_text(self, episode_id: int, started, shift: timedelta | None) -> str:
+        text = self.started.get(episode_id)
+        if text is None:
+            if shift is None:
+                text = self.times.utc_text(started)
+            else:
+                text = _utc_text(self.times.aware(started) - shift if started else None)
+            if len(self.started) < CACHE_LIMIT:
+                self.started[episode_id] = text
+        return text
+
+    def local_text(self, instant: datetime, tz_name: str) -> str:
+        tz = self.zones.get(tz_name)
+        if tz is None:
+            tz = self.zones[tz_name] = zone(tz_name)
+        return instant.astimezone(tz).isoformat(timespec="seconds")
+
+    def identified(self, row) -> list:
+        (
+            assessment_id, _patient_id, identifier, _identifier_key, code, tz_name, episode_id,
+            started, scale_key, scale_version, observed, total, complete, band, status, reason,
+            replaces_id, recorded_by, recorded, reviewed_by, reviewed, notes,
+        ) = row[:BASE_COLUMNS]  # fmt: skip
+        cells, utc_text = self.cells, self.times.utc_text
+        return [
+            cells[identifier], cells[code], episode_id,
+            self.started_text(episode_id, started, None), cells[scale_key], cells[scale_version],
+            assessment_id, utc_text(observed),
+            self.local_text(self.times.aware(observed), tz_name), total,
+            cells[band] if complete else "", "complete" if complete else "incomplete",
+            cells[status], cells[reason], replaces_id or "", cells[recorded_by],
+            utc_text(recorded), cells[reviewed_by], utc_text(reviewed) if reviewed else "",
+            cells[notes],
+        ]  # fmt: skip
+
+    def deidentified(self, row) -> list:
+        (
+            assessment_id, patient_id, _identifier, identifier_key, code, tz_name, episode_id,
+            started, scale_key, scale_version, observed, total, complete, band, status, _reason,
+            replaces_id, _recorded_by, recorded, _reviewed_by, reviewed, _notes, episode_number,
+        ) = row[: BASE_COLUMNS + 1]  # fmt: skip
+        shift = self.shifts.get(patient_id)
+        if shift is None:
+            shift = self.rows.pseudonymiser.shift(patient_id)
+            if len(self.shifts) < CACHE_LIMIT:
+                self.shifts[patient_id] = shift
+        pseudonym = self.pseudonyms.get((code, identifier_key))
+        if pseudonym is None:
+            pseudonym = self.rows.pseudonymiser.pseudonym(code, identifier_key)
+            if len(self.pseudonyms) < CACHE_LIMIT:
+                self.pseudonyms[code, identifier_key] = pseudonym
+        cells, aware = self.cells, self.times.aware
+        observed = aware(observed) - shift
+        return [
+            pseudonym, cells[code], episode_number, self.started_text(episode_id, started, shift),
+            cells[scale_key], cells[scale_version], assessment_id, _utc_text(observed),
+            self.local_text(observed, tz_name), total, cells[band] if complete else "",
+            "complete" if complete else "incomplete", cells[status], replaces_id or "",
+            _utc_text(aware(recorded) - shift), "yes" if reviewed else "no",
+            _utc_text(aware(reviewed) - shift) if reviewed else "",
+        ]  # fmt: skip
+
+
+class _ItemSuffixes(dict):
+    """One scale's item columns of a long row as CSV text, ``table[(item_key, score, reason,
+    measured_value)]``, written through ``csv_cell`` once per distinct answer."""
+
+    __slots__ = ("meta",)
+
+    def __init__(self, meta: dict[str, tuple[str, str]]):
+        super().__init__()
+        self.meta = meta
+
+    def __missing__(self, answer: tuple) -> str:
+        item_key, score, reason, measured = answer
+        respondent, domain = self.meta.get(item_key, ("", ""))
+        text = csv_line(
+            [
+                item_key, respondent, domain, NA if score is None else score, reason or "",
+                "" if measured is None else measured,
+            ]
+        )  # fmt: skip
+        if len(self) < CACHE_LIMIT:
+            self[answer] = text
+        return text
 
 
 def preamble(request: ExportRequest, user: User, count: int, at: datetime) -> list[str]:
@@ -408,7 +771,7 @@ class Export:
     request: ExportRequest
     header: list[str]
     preamble: list[str]
-    rows: Iterator[list]
+    rows: ExportRows
     count: int
     close: Callable[[], None]
 
