@@ -110,27 +110,33 @@ def validate_config(config) -> None:
     if len(str(config["SECRET_KEY"])) < 32:
         raise ConfigError("CLINIC_LOG_SECRET_KEY must be at least 32 characters of random data")
 
-    overdue = config.get("OVERDUE_AFTER_HOURS")
-    if (
-        isinstance(overdue, bool)
-        or not isinstance(overdue, int | float)
-        or not 0 < overdue <= 24 * 14
+    # Numbers with a unit: (name, unit, lowest, highest, whether the lowest itself is allowed).
+    for name, unit, low, high, low_allowed in (
+        ("OVERDUE_AFTER_HOURS", "hours", 0, 24 * 14, False),
+        ("IDLE_TIMEOUT_MINUTES", "minutes", 0, 12 * 60, False),
+        ("SESSION_LIFETIME_HOURS", "hours", 0, 24, False),
+        ("VIEW_AUDIT_WINDOW_MINUTES", "minutes", 0, 12 * 60, True),
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "attempts", 1, 10_000, True),
     ):
-        raise ConfigError(
-            f"CLINIC_LOG_OVERDUE_AFTER_HOURS={overdue!r} must be a number of hours, "
-            "more than 0 and at most 336"
-        )
-
-    window = config.get("VIEW_AUDIT_WINDOW_MINUTES")
-    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 <= window <= 720:
-        raise ConfigError(
-            f"CLINIC_LOG_VIEW_AUDIT_WINDOW_MINUTES={window!r} must be a number of minutes "
-            "from 0 (every request) to 720"
-        )
+        _check_number(config, name, unit, low, high, low_allowed)
 
     scales_dir = config.get("SCALES_DIR")
     if scales_dir and not Path(scales_dir).is_dir():
         raise ConfigError(f"CLINIC_LOG_SCALES_DIR={scales_dir!r} is not a directory")
+
+
+def _check_number(config, name: str, unit: str, low, high, low_allowed: bool) -> None:
+    value = config.get(name)
+    in_range = (low <= value if low_allowed else low < value) if _is_number(value) else False
+    if not (in_range and value <= high):
+        lowest = f"from {low}" if low_allowed else f"more than {low}"
+        raise ConfigError(
+            f"CLINIC_LOG_{name}={value!r} must be a number of {unit}, {lowest} and at most {high}"
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _host_list(value) -> list[str] | None:

@@ -105,6 +105,21 @@ def test_idle_timeout_sends_back_to_login(browser, world, app, monkeypatch):
     assert browser.get("/patients/").status_code == 302
 
 
+def test_a_fractional_idle_timeout_ends_the_session_after_that_many_seconds(
+    world, app, monkeypatch
+):
+    app.config["IDLE_TIMEOUT_MINUTES"] = 0.5
+    browser = Browser(app.test_client())
+    clock = Clock(monkeypatch)
+    browser.login("clin.north")
+    for _ in range(6):  # active: a request every 20 s keeps the session
+        clock.offset += 20
+        assert browser.get("/patients/").status_code == 200
+    clock.offset += 40
+    response = browser.get("/patients/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
 def test_absolute_lifetime_ends_even_an_active_session(browser, world, monkeypatch):
     clock = Clock(monkeypatch)
     browser.login("clin.north")

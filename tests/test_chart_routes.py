@@ -816,8 +816,8 @@ def test_one_chart_costs_the_same_queries_for_5_or_60_points(
     many = measure()
     assert few == many
     # The user and their sites (2), the patient, the freshness check, the view's audit line
-    # (2) and the chart's own rows.
-    assert max(many.values()) <= 8, many
+    # (2, and PostgreSQL's audit lock) and the chart's own rows.
+    assert max(many.values()) <= 8 + (db.engine.dialect.name == "postgresql"), many
 
 
 def test_the_heatmap_costs_the_same_queries_past_500_entries(clinician, world, ids, count_queries):

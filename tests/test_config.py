@@ -83,10 +83,30 @@ def test_no_trusted_host_at_all_stops_start_up(tmp_path, monkeypatch):
         build(tmp_path)
 
 
-@pytest.mark.parametrize("window", [-1, 721, "soon", True])
-def test_a_bad_view_audit_window_stops_start_up(tmp_path, window):
-    with pytest.raises(ConfigError, match="CLINIC_LOG_VIEW_AUDIT_WINDOW_MINUTES"):
-        build(tmp_path, VIEW_AUDIT_WINDOW_MINUTES=window)
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("VIEW_AUDIT_WINDOW_MINUTES", -1),
+        ("VIEW_AUDIT_WINDOW_MINUTES", 721),
+        ("VIEW_AUDIT_WINDOW_MINUTES", "soon"),
+        ("VIEW_AUDIT_WINDOW_MINUTES", True),
+        ("IDLE_TIMEOUT_MINUTES", 0),
+        ("IDLE_TIMEOUT_MINUTES", "15m"),
+        ("IDLE_TIMEOUT_MINUTES", 721),
+        ("SESSION_LIFETIME_HOURS", 0),
+        ("SESSION_LIFETIME_HOURS", 25),
+        ("LOGIN_ATTEMPTS_PER_MINUTE", 0),
+        ("OVERDUE_AFTER_HOURS", 0),
+    ],
+)
+def test_a_number_setting_out_of_its_range_stops_start_up(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=f"CLINIC_LOG_{name}"):
+        build(tmp_path, **{name: value})
+
+
+def test_a_fractional_idle_timeout_is_kept_as_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLINIC_LOG_IDLE_TIMEOUT_MINUTES", "0.5")
+    assert build(tmp_path).config["IDLE_TIMEOUT_MINUTES"] == 0.5
 
 
 def test_missing_scales_dir_stops_start_up(tmp_path):

@@ -145,13 +145,14 @@ def enforce_session_rules():
     if request.endpoint == "static" or not current_user.is_authenticated:
         return None
     now = int(time.time())
-    idle = int(current_app.config["IDLE_TIMEOUT_MINUTES"]) * 60
-    lifetime = int(current_app.config["SESSION_LIFETIME_HOURS"]) * 3600
+    # Fractions are allowed (a short idle timeout for a kiosk); int() would turn 0.5 into 0.
+    idle = float(current_app.config["IDLE_TIMEOUT_MINUTES"]) * 60
+    lifetime = float(current_app.config["SESSION_LIFETIME_HOURS"]) * 3600
     if now - session.get(LAST_SEEN, 0) > idle or now - session.get(AUTH_AT, 0) > lifetime:
         return _time_out(idle, now - session.get(AUTH_AT, 0) > lifetime)
-    if now - session.get(LAST_SEEN, 0) >= 30:
-        # Refreshing at most every 30 s keeps the idle clock honest without re-signing and
-        # re-sending the cookie on every chart and page request.
+    if now - session.get(LAST_SEEN, 0) >= min(30, idle / 4):
+        # Refreshing at most every 30 s (sooner for a very short timeout) keeps the idle clock
+        # honest without re-signing and re-sending the cookie on every chart and page request.
         session[LAST_SEEN] = now
     user = current_user._get_current_object()
     if request.endpoint in _ALWAYS_OPEN:
@@ -163,7 +164,7 @@ def enforce_session_rules():
     return None
 
 
-def _time_out(idle_seconds: int, absolute: bool):
+def _time_out(idle_seconds: float, absolute: bool):
     user = current_user._get_current_object()
     begin_write(db.session)
     audit.record(
@@ -179,7 +180,7 @@ def _time_out(idle_seconds: int, absolute: bool):
     why = (
         "Your session reached its maximum length"
         if absolute
-        else f"Your session ended after {idle_seconds // 60} minutes without activity"
+        else f"Your session ended after {idle_seconds / 60:g} minutes without activity"
     )
     if request.method == "POST":
         # The form's content is not kept anywhere (no patient data in cookies): say so plainly.
