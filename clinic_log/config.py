@@ -116,7 +116,7 @@ def validate_config(config) -> None:
         ("IDLE_TIMEOUT_MINUTES", "minutes", 0, 12 * 60, False),
         ("SESSION_LIFETIME_HOURS", "hours", 0, 24, False),
         ("VIEW_AUDIT_WINDOW_MINUTES", "minutes", 0, 12 * 60, True),
-        ("LOGIN_ATTEMPTS_PER_MINUTE", "attempts", 1, 10_000, True),
+        ("LOGIN_ATTEMPTS_PER_MINUTE", "attempts", 1, 1_000_000, True),
     ):
         _check_number(config, name, unit, low, high, low_allowed)
 
