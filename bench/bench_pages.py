@@ -109,6 +109,7 @@ class Run:
     small_export: SmallExport | None = None
     rows: list[Row] = field(default_factory=list)
     ceilings: list[float] = field(default_factory=list)
+    png_ceilings: list[float] = field(default_factory=list)  # the same chart bytes, bare
     exports: list[list] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -148,16 +149,35 @@ def get_task(path: str, suffixes: list[str] | None = None) -> Callable:
 
 
 def measure_bare(run: Run) -> LoadResult:
-    env = {"BENCH_BARE_DB": str(run.dataset.path)}
+    """The 20-row table (the ceiling of every page) and the same chart bytes (the ceiling of a
+    cached chart), both from the bare app."""
+    env = {"BENCH_BARE_DB": str(run.dataset.path), "BENCH_BARE_PNG": str(chart_png(run))}
     log = run.workdir / "bare.log"
     with gunicorn("load_bare_app:app", env, log, pythonpath=str(BENCH_DIR)) as server:
-        clients = [HttpClient(server.port) for _ in range(run.args.clients)]
-        path = f"/patients/{run.patient_id}"
-        for client in clients:
-            timed(lambda c=client: c.get(path), 200)  # warm up: connect, first query
-        result = load(run, server, clients, get_task(path))
-    run.ceilings.append(result.per_second)
-    return result
+        results = []
+        for path in (f"/patients/{run.patient_id}", "/chart.png"):
+            clients = [HttpClient(server.port) for _ in range(run.args.clients)]
+            for client in clients:
+                timed(lambda c=client, p=path: c.get(p), 200)  # warm up: connect, first query
+            results.append(load(run, server, clients, get_task(path)))
+    table, png = results
+    run.ceilings.append(table.per_second)
+    run.png_ceilings.append(png.per_second)
+    return table
+
+
+def chart_png(run: Run) -> Path:
+    """The COWS trend PNG clinic_log serves for the benchmark's patient, rendered once."""
+    path = run.workdir / "chart.png"
+    if not path.exists():
+        app = create_app(load_data.app_config(run.dataset.path, run.dataset.instance))
+        client = _test_login(app, load_data.CLINICIAN)
+        response = client.get(f"/patients/{run.patient_id}/charts/cows.png")
+        assert response.status_code == 200, response.status_code
+        path.write_bytes(response.data)
+        with app.app_context():
+            db.engine.dispose()
+    return path
 
 
 def measure_app(run: Run) -> None:
@@ -455,8 +475,24 @@ def print_report(run: Run, small: load_data.Dataset, memory: dict) -> None:
         f"({len(small.patient_ids):,} patients in both)"
     )
     _print_exports(run, memory)
+    _print_cached_chart(run)
     for note in run.notes:
         print(f"note: {note}")
+
+
+def _print_cached_chart(run: Run) -> None:
+    """Issue target: a cached chart within 2x of a bare endpoint serving the same bytes."""
+    cached = next((row for row in run.rows if row.name == "chart, cached repeat"), None)
+    if cached is None or not run.png_ceilings:
+        return
+    png = statistics.mean(run.png_ceilings)
+    times = png / cached.result.per_second
+    print(
+        f"\nchart, cached repeat: {cached.result.per_second:,.0f} req/s against "
+        f"{' and '.join(f'{c:,.0f}' for c in run.png_ceilings)} req/s for the same "
+        f"{(run.workdir / 'chart.png').stat().st_size:,} bytes from the bare app: "
+        f"{times:.2f}x its cost; <= 2x: {'met' if times <= 2 else 'MISSED'}"
+    )
 
 
 def _row_line(row: Row, ceiling: float) -> str:

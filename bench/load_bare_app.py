@@ -4,6 +4,9 @@ One plain ``sqlite3`` query per request on the benchmark's database (the 20 late
 of one patient), rendered with a precompiled Jinja template. No login, no ORM, no forms: what
 Flask, gunicorn and SQLite cost on this machine with nothing of clinic_log on top.
 
+``/chart.png`` is the ceiling of a cached chart: the very bytes clinic_log serves for the
+patient's COWS trend (BENCH_BARE_PNG), straight from memory.
+
 Served by bench_pages.py as ``gunicorn load_bare_app:app`` with BENCH_BARE_DB set.
 """
 
@@ -12,8 +15,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from pathlib import Path
 
-from flask import Flask
+from flask import Flask, Response
 
 app = Flask(__name__)
 _local = threading.local()
@@ -45,6 +49,14 @@ def connection() -> sqlite3.Connection:
 def patient(patient_id: int):
     rows = connection().execute(QUERY, (patient_id,)).fetchall()
     return PAGE.render(patient_id=patient_id, rows=rows)
+
+
+@app.route("/chart.png")
+def chart():
+    png = getattr(_local, "png", None)
+    if png is None:
+        png = _local.png = Path(os.environ["BENCH_BARE_PNG"]).read_bytes()
+    return Response(png, mimetype="image/png")
 
 
 @app.route("/login")
