@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextvars
 import os
 import re
+import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 from jinja2 import BytecodeCache
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from clinic_log import create_app
 from clinic_log.assessments.services import record_assessment
@@ -102,6 +105,25 @@ def app(tmp_path):
             with db.engine.begin() as conn:
                 conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         db.engine.dispose()
+
+
+@pytest.fixture
+def empty_database_url(tmp_path):
+    """A new, empty database of the kind the suite runs on: a SQLite file, or a PostgreSQL
+    database of its own (created for the test and dropped after it)."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    url = make_url(PG_URL)
+    name = f"{url.database}_empty_{uuid.uuid4().hex[:8]}"
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import PASSWORD
+from pages import checked, field_errors, input_val, inputs, textarea
 from sqlalchemy import func, select
 
 from clinic_log.assessments import services
@@ -73,44 +74,6 @@ def events(action: str | None = None) -> list[AuditEvent]:
 def text(response) -> str:
     """The page as a person reads it: no tags, entities decoded, whitespace collapsed."""
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))).split())
-
-
-def _attrs(tag: str) -> dict[str, str]:
-    return {
-        name: html.unescape(value) if value is not None else ""
-        for name, value in re.findall(r'([\w-]+)(?:="([^"]*)")?', tag[len("<input") :])
-    }
-
-
-def inputs(response) -> list[dict[str, str]]:
-    return [_attrs(tag) for tag in re.findall(r"<input\b[^>]*>", response.get_data(as_text=True))]
-
-
-def input_val(response, name: str) -> str:
-    return next(a.get("value", "") for a in inputs(response) if a.get("name") == name)
-
-
-def checked(response, name: str) -> list[str]:
-    return [a["value"] for a in inputs(response) if a.get("name") == name and "checked" in a]
-
-
-def textarea(response, name: str) -> str:
-    match = re.search(
-        rf'<textarea[^>]*name="{name}"[^>]*>\r?\n?(.*?)</textarea>',
-        response.get_data(as_text=True),
-        re.DOTALL,
-    )
-    return html.unescape(match.group(1)) if match else ""
-
-
-def field_errors(response, field_id: str) -> str:
-    """The error list rendered next to one field ('' when there is none)."""
-    match = re.search(
-        rf'<div class="field-errors" id="{re.escape(field_id)}-errors" role="alert">(.*?)</div>',
-        response.get_data(as_text=True),
-        re.DOTALL,
-    )
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", match.group(1))).split()) if match else ""
 
 
 def send(browser, url: str, data: dict):

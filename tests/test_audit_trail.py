@@ -14,6 +14,8 @@ from datetime import timedelta
 
 import pytest
 from conftest import PASSWORD
+from pages import input_val
+from pages import readable_text as text_of
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -90,17 +92,6 @@ def assert_written_now(event: AuditEvent, before) -> None:
     """Server time, in UTC, between ``before`` and now."""
     assert event.at.utcoffset() == timedelta(0)
     assert before <= event.at <= now_utc()
-
-
-def text_of(response) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))).split())
-
-
-def input_val(response, name: str) -> str:
-    match = re.search(rf'<input[^>]*name="{name}"[^>]*>', response.get_data(as_text=True))
-    assert match, f"no input {name}"
-    value = re.search(r'value="([^"]*)"', match.group(0))
-    return html.unescape(value.group(1)) if value else ""
 
 
 def send(browser, url: str, data: dict):

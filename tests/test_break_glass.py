@@ -19,6 +19,8 @@ from datetime import timedelta
 
 import pytest
 from conftest import PASSWORD
+from pages import field_errors
+from pages import readable_text as text_of
 from sqlalchemy import func, select, update
 
 from clinic_log import audit
@@ -124,20 +126,6 @@ def move_into_the_past(grant_id: int, hours_ago: float = 1) -> None:
         .values(granted_at=expired - timedelta(hours=4), expires_at=expired)
     )
     db.session.commit()
-
-
-def text_of(response) -> str:
-    """The page as a person reads it: no tags, entities decoded, whitespace collapsed."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))).split())
-
-
-def field_errors(response, field: str) -> str:
-    match = re.search(
-        rf'<div class="field-errors" id="{field}-errors"[^>]*>(.*?)</div>',
-        response.get_data(as_text=True),
-        re.S,
-    )
-    return html.unescape(re.sub(r"<[^>]+>", " ", match.group(1))).strip() if match else ""
 
 
 def gad_form(browser, patient_id: int) -> dict[str, str]:

@@ -2,37 +2,16 @@
 its tables from the models, for speed)."""
 
 import os
-import uuid
 
-import psycopg
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
 
 from clinic_log import create_app
 from clinic_log.extensions import db
 
 PG_URL = os.environ.get("CLINIC_LOG_TEST_DATABASE_URL")
-
-
-@pytest.fixture
-def empty_database_url(tmp_path):
-    if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
-        return
-    url = make_url(PG_URL)
-    name = f"{url.database}_mig_{uuid.uuid4().hex[:8]}"
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_migrations_build_the_models_schema(tmp_path, empty_database_url):

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import PASSWORD, Browser
+from pages import checked, field_errors, input_val, inputs, text_of, textarea
 from sqlalchemy import func, select
 
 from clinic_log.database import now_utc
@@ -118,53 +119,6 @@ def audit_events(app, action):
             )
             for e in rows
         ]
-
-
-def text_of(page) -> str:
-    return html.unescape(page.get_data(as_text=True) if hasattr(page, "get_data") else page)
-
-
-def field_errors(page, field_id) -> str:
-    """The error list rendered next to one field ('' when there is none)."""
-    match = re.search(
-        rf'<div class="field-errors" id="{re.escape(field_id)}-errors" role="alert">(.*?)</div>',
-        page.get_data(as_text=True),
-        re.DOTALL,
-    )
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", match.group(1))).split()) if match else ""
-
-
-def _attrs(tag: str) -> dict[str, str]:
-    return {
-        name: html.unescape(value) if value is not None else ""
-        for name, value in re.findall(r'([\w-]+)(?:="([^"]*)")?', tag[len("<input") :])
-    }
-
-
-def inputs(page, name) -> list[dict[str, str]]:
-    tags = re.findall(r"<input\b[^>]*>", page.get_data(as_text=True))
-    return [attrs for attrs in map(_attrs, tags) if attrs.get("name") == name]
-
-
-def input_val(page, name) -> str:
-    fields = inputs(page, name)
-    if name == "csrf_token":  # the form's own token, not the log-out form's
-        fields = [f for f in fields if f.get("id") == "csrf_token"]
-    (field,) = fields
-    return field.get("value", "")
-
-
-def checked(page, name) -> list[str]:
-    return [attrs["value"] for attrs in inputs(page, name) if "checked" in attrs]
-
-
-def textarea(page, name) -> str:
-    match = re.search(
-        rf'<textarea[^>]*name="{name}"[^>]*>\r?\n?(.*?)</textarea>',
-        page.get_data(as_text=True),
-        re.DOTALL,
-    )
-    return html.unescape(match.group(1)) if match else ""
 
 
 def listed_identifiers(page) -> list[str]:

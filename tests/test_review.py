@@ -15,6 +15,8 @@ from datetime import timedelta
 
 import pytest
 from conftest import PASSWORD
+from pages import input_val
+from pages import readable_text as text_of
 from sqlalchemy import func, select, text
 
 from clinic_log.assessments.services import (
@@ -71,18 +73,6 @@ def events(action: str) -> list[AuditEvent]:
             select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
         )
     )
-
-
-def text_of(response) -> str:
-    """The page as a person reads it: no tags, entities decoded, whitespace collapsed."""
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))).split())
-
-
-def input_val(response, name: str) -> str:
-    match = re.search(rf'<input[^>]*name="{name}"[^>]*>', response.get_data(as_text=True))
-    assert match, f"no input {name}"
-    value = re.search(r'value="([^"]*)"', match.group(0))
-    return html.unescape(value.group(1)) if value else ""
 
 
 def send(browser, url: str, data: dict):

@@ -23,7 +23,6 @@ from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg
 import pytest
 from conftest import PASSWORD, Browser, IsolatedClient
 from sqlalchemy import event, func, insert, select, text, update
@@ -615,23 +614,6 @@ def test_a_conflict_that_outlives_its_retries_is_a_503_not_a_500(app):
 
 
 # --------------------------------------------------------------------------- J11 unmigrated
-
-
-@pytest.fixture
-def empty_database_url(tmp_path):
-    if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        return
-    url = make_url(PG_URL)
-    name = f"{url.database}_j11_{uuid.uuid4().hex[:8]}"
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
