@@ -23,10 +23,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, Browser, IsolatedClient
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+import clinic_log.audit
+from clinic_log import ConfigError, create_app
 from clinic_log.assessments.services import Answers, amend_assessment, void_assessment
 from clinic_log.database import begin_write, now_utc
 from clinic_log.exports import services
@@ -1366,3 +1368,132 @@ def test_the_fast_writer_writes_what_the_plain_rows_say(tricky, params):
         finally:
             export.close()
     assert written[0] == written[1]
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Stop the server's clock (audit events and exports read it), then move it forward by
+    hand: no sleeping, and every time in the test is exact."""
+    stopped, offset = now_utc(), timedelta(0)
+
+    def moved():
+        return stopped + offset
+
+    def forward(**kwargs):
+        nonlocal offset
+        offset += timedelta(**kwargs)
+
+    monkeypatch.setattr(clinic_log.audit, "now_utc", moved)
+    monkeypatch.setattr(services, "now_utc", moved)
+    return forward
+
+
+def test_exports_past_the_limit_get_429_until_the_minute_has_passed(
+    north, world, app, add_assessment, login, clock
+):
+    app.config["EXPORTS_PER_MINUTE"] = 3
+    add_assessment(world["patient_n"], world["clin_n"])
+    for params in ({}, {"layout": "wide", "scale": "cows"}, {"excel": "1"}):
+        assert export(north, **params).status_code == 200
+    refused = export(north, layout="wide", scale="cows", site="NORTH")
+    assert refused.status_code == 429
+    _assert_no_export_data(refused, world)
+    assert refused.mimetype == "text/plain"
+    # All three at the same instant (the clock stands still): a place is free in a minute.
+    assert refused.headers["Retry-After"] == "60"
+    assert refused.get_data(as_text=True) == (
+        "Too many exports: each user may start 3 a minute. Try again in 60 seconds.\n"
+    )
+    assert len(audit_events("export")) == 3
+    (event,) = audit_events("export_rate_limited")
+    assert (event.user_id, event.entity, event.site_id) == (
+        world["clin_n"].id, "export", world["north"].id,
+    )  # fmt: skip
+    details = json.loads(event.details)
+    assert (details["limit_per_minute"], details["retry_after_seconds"]) == (3, 60)
+    assert (details["layout"], details["scale"], details["site"]) == ("wide", "cows", "NORTH")
+
+    # Each user has their own count.
+    assert export(login("sup.north")).status_code == 200
+    # A second before the minute is over: still refused, and told to wait that second.
+    clock(seconds=59)
+    early = export(north)
+    assert (early.status_code, early.headers["Retry-After"]) == (429, "1")
+    # The minute is over: the three have left the window, three more may start.
+    clock(seconds=1)
+    allowed = [export(north) for _ in range(3)]
+    assert [r.status_code for r in allowed] == [200] * 3 and parse(allowed[0].data).rows
+    assert export(north).headers["Retry-After"] == "60"
+    assert len(audit_events("export")) == 7
+    assert len(audit_events("export_rate_limited")) == 3
+
+
+def test_the_limit_holds_across_workers(north, world, app, add_assessment):
+    """Workers share nothing but the database: another app on it sees the same count."""
+    app.config["EXPORTS_PER_MINUTE"] = 3
+    add_assessment(world["patient_n"], world["clin_n"])
+    other = create_app(
+        {key: app.config[key] for key in ("TESTING", "DATABASE_URL", "SECRET_KEY")}
+        | {"INSTANCE_PATH": app.instance_path, "PASSWORD_HASH_METHOD": "scrypt:1024:8:1"}
+    )
+    other.test_client_class = IsolatedClient
+    other.config["EXPORTS_PER_MINUTE"] = 3
+    worker = Browser(other.test_client())
+    worker.login("clin.north")
+    try:
+        statuses = [export(b).status_code for b in (north, worker, north, worker, north)]
+    finally:
+        with other.app_context():
+            db.engine.dispose()
+    assert statuses == [200, 200, 200, 429, 429]
+    assert len(audit_events("export")) == 3
+
+
+def test_the_command_line_and_the_dictionary_are_not_limited(
+    north, world, app, runner, tmp_path, add_assessment
+):
+    app.config["EXPORTS_PER_MINUTE"] = 1
+    add_assessment(world["patient_n"], world["clin_n"])
+    for n in range(3):
+        cli_ok(runner, "--user", "clin.north", "-o", str(tmp_path / f"{n}.csv"))
+    assert len(audit_events("export")) == 3
+    for _ in range(3):
+        assert north.get("/exports/dictionary.csv").status_code == 200
+    # The person's exports from the command line count for the web: data left in their name.
+    assert export(north).status_code == 429
+    assert audit_events("export_rate_limited")
+
+
+def test_refused_and_bodyless_requests_do_not_count(north, world, app, add_assessment):
+    app.config["EXPORTS_PER_MINUTE"] = 1
+    add_assessment(world["patient_n"], world["clin_n"])
+    for _ in range(3):
+        assert export(north, layout="tall").status_code == 400
+        assert export(north, site="SOUTH").status_code == 404
+        assert north.client.head(URL).status_code == 200
+    assert export(north).status_code == 200
+    assert export(north).status_code == 429
+
+
+@pytest.mark.parametrize("value", [0, -1, "many", True, 2_000_000])
+def test_the_export_limit_is_checked_at_start_up(tmp_path, value):
+    with pytest.raises(ConfigError, match="CLINIC_LOG_EXPORTS_PER_MINUTE"):
+        create_app(_bare_config(tmp_path) | {"EXPORTS_PER_MINUTE": value})
+
+
+def test_the_export_limit_is_20_unless_set(tmp_path, monkeypatch):
+    assert create_app(_bare_config(tmp_path)).config["EXPORTS_PER_MINUTE"] == 20
+    monkeypatch.setenv("CLINIC_LOG_EXPORTS_PER_MINUTE", "5")
+    assert create_app(_bare_config(tmp_path)).config["EXPORTS_PER_MINUTE"] == 5
+
+
+def _bare_config(tmp_path) -> dict:
+    return {
+        "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'config.sqlite3'}",
+        "SECRET_KEY": "test-secret-key-" + "x" * 40,
+    }

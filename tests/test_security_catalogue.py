@@ -473,6 +473,27 @@ def test_B08_error_pages_do_not_echo_the_request(app, world, login):
 # --------------------------------------------------------------------------- C. exports
 
 
+def test_C08_thirty_exports_in_a_minute_are_refused_past_the_limit(
+    app, world, add_assessment, login
+):
+    browser = login("clin.north")
+    add_assessment(world["patient_n"], world["clin_n"], "gad7", gad(1), observed_at=now_utc())
+    before = last_audit_id(app)
+    limit = app.config["EXPORTS_PER_MINUTE"]
+    assert limit == 20  # the default
+    responses = [browser.get("/exports/assessments.csv") for _ in range(30)]
+    assert [r.status_code for r in responses] == [200] * limit + [429] * (30 - limit)
+    for refused in responses[limit:]:
+        assert refused.mimetype == "text/plain"
+        assert "Content-Disposition" not in refused.headers
+        assert "N-001" not in body(refused) and "assessment_id" not in body(refused)
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert f"Try again in {refused.headers['Retry-After']} seconds" in body(refused)
+    actions = [event.action for event in audit_events(app, before)]
+    assert actions.count("export") == limit
+    assert actions.count("export_rate_limited") == 30 - limit
+
+
 def test_C09_a_full_width_formula_identifier_is_normalised_then_neutralised(
     app, world, add_assessment, login
 ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,16 @@ from .. import audit
 from ..config import instance_secret
 from ..database import begin_write, now_utc
 from ..extensions import db
-from ..models import Assessment, AssessmentStatus, Episode, ItemScore, Patient, Site, User
+from ..models import (
+    Assessment,
+    AssessmentStatus,
+    AuditEvent,
+    Episode,
+    ItemScore,
+    Patient,
+    Site,
+    User,
+)
 from ..product import NO_ADVICE_NOTICE
 from ..scale_registry import scales
 from ..scales import NOT_ASSESSED_REASONS, Scale
@@ -733,6 +743,54 @@ class _ItemSuffixes(dict):
         return text
 
 
+def _wait_for_export(user: User, event, per_minute: int) -> int:
+    """Seconds until ``user`` may start another export; 0 if ``event`` is within the limit.
+
+    Runs in the write transaction that adds ``event``: on SQLite it holds the write lock, and
+    on PostgreSQL ``audit.record`` took the audit lock, so two workers never both count the
+    same free place.
+    """
+    since = event.at - EXPORT_WINDOW
+    # Only the time condition goes to the database, so the index on ``at`` is used (a
+    # minute of events). With the user and action as well, SQLite takes the index on
+    # user_id and reads every event the user ever had.
+    recent = db.session.execute(
+        select(AuditEvent.at, AuditEvent.id, AuditEvent.user_id, AuditEvent.action).where(
+            AuditEvent.at > since
+        )
+    ).all()
+    earlier = sorted(
+        row.at
+        for row in recent
+        if row.user_id == user.id and row.action == EXPORT_ACTION and row.id != event.id
+    )
+    if len(earlier) < per_minute:
+        return 0
+    # Free when all but per_minute - 1 of the earlier ones have left the window.
+    frees_at = earlier[len(earlier) - per_minute] + EXPORT_WINDOW
+    return max(1, math.ceil((frees_at - event.at).total_seconds()))
+
+
+def _audit_refused_export(
+    request: ExportRequest, user: User, per_minute: int, retry_after: int
+) -> None:
+    """Write the refusal in a transaction of its own (the export's was rolled back)."""
+    begin_write(db.session)
+    audit.record(
+        "export_rate_limited",
+        user=user,
+        entity="export",
+        site_id=request.sites[0].id if len(request.sites) == 1 else None,
+        patient_id=request.patient.id if request.patient else None,
+        details={
+            **request.filters,
+            "limit_per_minute": per_minute,
+            "retry_after_seconds": retry_after,
+        },
+    )
+    db.session.commit()
+
+
 def preamble(request: ExportRequest, user: User, count: int, at: datetime) -> list[str]:
     """Provenance lines written above the header, each starting with '# '."""
     shown = scales()
@@ -776,10 +834,33 @@ class Export:
     close: Callable[[], None]
 
 
-def open_export(request: ExportRequest, user: User) -> Export:
+class TooManyExports(Exception):
+    """The user has started ``limit`` exports in the last minute; in ``retry_after`` whole
+    seconds enough of them have left the window for one more."""
+
+    def __init__(self, limit: int, retry_after: int):
+        self.limit = limit
+        self.retry_after = retry_after
+        self.message = (
+            f"Too many exports: each user may start {limit} a minute. "
+            f"Try again in {retry_after} seconds."
+        )
+        super().__init__(self.message)
+
+
+EXPORT_WINDOW = timedelta(minutes=1)
+EXPORT_ACTION = "export"  # the audit action of an export; the rate limit counts these
+
+
+def open_export(request: ExportRequest, user: User, *, per_minute: int | None = None) -> Export:
     """Take a read snapshot, count, write the audit event, and hand back the row stream.
 
     The caller streams ``rows`` and must call ``close`` (the stream's ``finally`` does).
+
+    :param per_minute: the most exports ``user`` may start in a minute (None: no limit, as
+        for ``flask export``). The count is of their ``export`` audit events, in the
+        transaction that writes this one, so every worker and process sees the same count.
+    :raise TooManyExports: over the limit; the refusal is audited and nothing is read.
     """
     connection = db.engine.connect()
     if connection.dialect.name == "postgresql":
@@ -788,14 +869,20 @@ def open_export(request: ExportRequest, user: User) -> Export:
         count = count_rows(connection, request)
         at = now_utc()
         begin_write(db.session)
-        audit.record(
-            "export",
+        event = audit.record(
+            EXPORT_ACTION,
             user=user,
             entity="export",
             site_id=request.sites[0].id if len(request.sites) == 1 else None,
             patient_id=request.patient.id if request.patient else None,
             details={**request.filters, "rows": count, "excel": request.excel},
         )
+        if per_minute is not None:
+            retry_after = _wait_for_export(user, event, per_minute)
+            if retry_after:
+                db.session.rollback()
+                _audit_refused_export(request, user, per_minute, retry_after)
+                raise TooManyExports(per_minute, retry_after)
         db.session.commit()
     except Exception:
         connection.close()

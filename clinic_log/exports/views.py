@@ -1,4 +1,4 @@
-from flask import Response, render_template, request, stream_with_context
+from flask import Response, current_app, render_template, request, stream_with_context
 from flask_login import current_user
 
 from ..auth.guards import clinical_required, refuse
@@ -29,7 +29,17 @@ def assessments():
     if request.method == "HEAD":
         # Nothing is read or audited for a request that wants no body.
         return Response(mimetype="text/csv", headers=_download_headers(name))
-    export = services.open_export(export_request, current_user)
+    try:
+        export = services.open_export(
+            export_request, current_user, per_minute=current_app.config["EXPORTS_PER_MINUTE"]
+        )
+    except services.TooManyExports as refused:
+        return Response(
+            refused.message + "\n",
+            status=429,
+            mimetype="text/plain",
+            headers={"Retry-After": str(refused.retry_after)},
+        )
 
     def generate():
         try:
@@ -56,7 +66,10 @@ def _download_headers(name: str) -> dict[str, str]:
 @bp.route("/dictionary.csv")
 @clinical_required
 def data_dictionary():
-    """Every scale: items, allowed scores with anchors, domain, respondent, range, bands."""
+    """Every scale: items, allowed scores with anchors, domain, respondent, range, bands.
+
+    Not rate limited: it holds no clinical data and reads nothing from the database.
+    """
     header, rows = dictionary.dictionary_rows(scales())
     return Response(
         "".join(csv_chunks(header, rows, preamble=dictionary.PREAMBLE)),
