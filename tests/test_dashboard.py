@@ -4,17 +4,13 @@ a query count that does not grow with the number of patients. Descriptive only."
 from __future__ import annotations
 
 import html
-import os
 import re
-import uuid
 from datetime import timedelta
 
-import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from flask_migrate import upgrade
 from sqlalchemy import delete, insert, select
-from sqlalchemy.engine import make_url
 
 from clinic_log import create_app
 from clinic_log.assessments.services import Answers, amend_assessment, void_assessment
@@ -33,7 +29,6 @@ from clinic_log.models import (
 from clinic_log.patients.services import create_patient, end_episode, open_episode
 from clinic_log.scale_registry import get_scale
 
-PG_URL = os.environ.get("CLINIC_LOG_TEST_DATABASE_URL")
 NOTICE = "clinic_log records symptoms. It gives no dosing or treatment advice."
 # The one place the product may name dosing: saying that it gives none.
 ALLOWED = re.compile(r"gives? no dosing or treatment advice")
@@ -714,24 +709,6 @@ def test_the_dashboard_describes_and_advises_nothing(supervisor, world, new_pati
 # --------------------------------------------------------------------------- the migration
 
 SUMMARY_REVISION = "5c9658306e09"
-
-
-@pytest.fixture
-def empty_database_url(tmp_path):
-    """An empty database of the kind the suite runs on (as in test_migrations.py)."""
-    if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
-        return
-    url = make_url(PG_URL)
-    name = f"{url.database}_dash_{uuid.uuid4().hex[:8]}"
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _insert(model, **values) -> int:

@@ -28,7 +28,7 @@ from ..models import (
     User,
 )
 from ..scales import Scale
-from .summary import SPARK_POINTS, band_severity
+from .summary import SPARK_POINTS
 
 __all__ = ["PAGE_SIZE", "SPARK_POINTS", "DashboardPage", "DashboardRow", "dashboard_page"]
 
@@ -44,10 +44,6 @@ class ScaleStatus:
     latest_band: str | None
     latest_at: datetime
     spark: Markup  # an inline SVG of the recent totals, oldest first
-
-    @property
-    def severity(self) -> float:
-        return band_severity(self.scale, self.latest_band, self.latest_complete)
 
 
 @dataclass
