@@ -23,8 +23,8 @@ with ``os.wait4``; the parent imports nothing of the app, since a child's ru_max
 counts what it inherited at fork.
 
 Run time: the run is as long as the exports it measures. On the 2-core development machine
-the default size took about 4 to 6 minutes (about 40 s to build, the rest mostly our two
-exports); ``--assessments 20000 --patients 100`` takes under a minute.
+the default size takes about a minute (about 13 s to build, the rest mostly the two ceilings
+and our two exports); ``--assessments 20000 --patients 100`` takes about 10 s.
 """
 
 from __future__ import annotations
