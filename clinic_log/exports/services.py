@@ -46,6 +46,7 @@ from .csvwriter import CACHE_LIMIT, ROWS_PER_CHUNK, CellCache, csv_line, line_wr
 LAYOUTS = ("wide", "long")
 PROFILES = ("identified", "deidentified")
 BATCH_ROWS = 2000
+IDS_PER_QUERY = 500  # SQLite before 3.32 takes at most 999 parameters
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 NA = "NA"  # how a not-assessed score is written: distinct from "" and from 0 (R reads it as NA)
 
@@ -461,9 +462,10 @@ class ExportRows:
             needed = [needs_items is None or needs_items(row) for row in batch]
             wanted = [row[0] for row, need in zip(batch, needed, strict=True) if need]
             found = {}
-            if wanted:
-                result = self.connection.execute(_ITEMS_OF, {"ids": wanted}).fetchall()
-                found = {key: list(group) for key, group in groupby(result, itemgetter(0))}
+            for start in range(0, len(wanted), IDS_PER_QUERY):
+                ids = wanted[start : start + IDS_PER_QUERY]
+                result = self.connection.execute(_ITEMS_OF, {"ids": ids}).fetchall()
+                found.update((key, list(group)) for key, group in groupby(result, itemgetter(0)))
             for row, need in zip(batch, needed, strict=True):
                 if not need:
                     if row[-1]:  # the number of item score rows
