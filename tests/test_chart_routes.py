@@ -796,9 +796,7 @@ def bulk_entries(world, ids, scale_key: str, first: int, count: int) -> None:
     db.session.commit()
 
 
-def test_one_chart_costs_the_same_queries_for_5_or_60_points(
-    clinician, world, ids, count_queries
-):
+def test_one_chart_costs_the_same_queries_for_5_or_60_points(clinician, world, ids, count_queries):
     def measure():
         counts = {}
         for path in ("cows.png", "cows/items.png", "symptom_nrs.svg", "domains.png"):

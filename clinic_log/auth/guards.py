@@ -55,9 +55,7 @@ def load_user(token: str) -> User | None:
     # Every guarded request needs the sites the user may reach, and most need nothing else
     # of them: their ids come in one small query; the sites and grants as objects load only
     # where a page shows them. Grants count for clinical roles only (``User.emergency_grants``).
-    rows = db.session.connection().execute(
-        _REACHABLE_SITES, {"user_id": user.id, "now": now_utc()}
-    )
+    rows = db.session.connection().execute(_REACHABLE_SITES, {"user_id": user.id, "now": now_utc()})
     own, granted = set(), set()
     for site_id, by_grant in rows:
         (granted if by_grant else own).add(site_id)
