@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import PASSWORD, Browser, IsolatedClient
 from flask.testing import FlaskClient
+from pages import checked, field_errors, input_val
 from sqlalchemy import select
 
 import clinic_log.audit
@@ -843,6 +844,45 @@ def test_bad_requests_are_refused_before_any_data(north, world, add_assessment):
     refused = audit_events("access_refused")
     assert len(refused) == sum(1 for _, status, _ in REFUSED if status == 404)
     assert {event.entity for event in refused} == {"export"}
+
+
+BROWSER_ACCEPT = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+def test_a_browser_gets_the_form_back_with_the_message_by_the_field(north, world, add_assessment):
+    add_assessment(world["patient_n"], world["clin_n"])
+    asked_dates = ("2026-03-05", "2026-03-04")
+    asked = {"start": asked_dates[0], "end": asked_dates[1], "scale": "gad7", "layout": "wide"}
+    asked |= {"profile": "deidentified", "history": "1", "patient": "", "site": "NORTH"}
+    response = north.get(URL, query_string=asked, headers=BROWSER_ACCEPT)
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert field_errors(response, "end") == "The end date is before the start date."
+    page = response.get_data(as_text=True)
+    assert 'aria-describedby="end-errors"' in page and 'aria-invalid="true"' in page
+    assert (
+        input_val(response, "start") == "2026-03-05" and input_val(response, "end") == "2026-03-04"
+    )
+    assert '<option value="gad7" selected>' in page
+    assert checked(response, "layout") == ["wide"] and checked(response, "profile") == [
+        "deidentified"
+    ]
+    assert checked(response, "history") == ["1"] and checked(response, "excel") == []
+    _assert_no_export_data(response, world)
+    assert audit_events("export") == []
+
+
+def test_a_browser_asking_for_another_sites_patient_gets_404_the_form_and_an_audit_line(
+    north, world, add_assessment
+):
+    add_assessment(world["patient_s"], world["clin_s"])
+    asked = {"patient": world["patient_s"].id}
+    response = north.get(URL, query_string=asked, headers=BROWSER_ACCEPT)
+    assert response.status_code == 404
+    assert field_errors(response, "patient") == "No such patient at your sites."
+    assert input_val(response, "patient") == str(world["patient_s"].id)
+    _assert_no_export_data(response, world)
+    [refused] = audit_events("access_refused")
+    assert refused.entity == "export" and refused.user_id == world["clin_n"].id
 
 
 def test_another_sites_patient_is_404_and_audited(north, world, add_assessment):

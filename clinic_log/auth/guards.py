@@ -65,6 +65,12 @@ def load_user(token: str) -> User | None:
 
 def refuse(status: int, *, entity: str | None = None, entity_id: int | None = None):
     """Audit a refused access, then answer with ``status`` (404 hides whether the id exists)."""
+    record_refusal(status, entity=entity, entity_id=entity_id)
+    abort(status)
+
+
+def record_refusal(status: int, *, entity: str | None = None, entity_id: int | None = None):
+    """Write a refused access to the audit trail, in its own transaction."""
     db.session.rollback()
     begin_write(db.session)
     audit.record(
@@ -75,7 +81,6 @@ def refuse(status: int, *, entity: str | None = None, entity_id: int | None = No
         details={"path": request.path, "method": request.method, "status": status},
     )
     db.session.commit()
-    abort(status)
 
 
 def role_required(*roles: Role):

@@ -1,7 +1,7 @@
-from flask import Response, current_app, render_template, request, stream_with_context
+from flask import Response, abort, current_app, render_template, request, stream_with_context
 from flask_login import current_user
 
-from ..auth.guards import clinical_required, refuse
+from ..auth.guards import clinical_required, record_refusal
 from ..scale_registry import scales
 from . import bp, dictionary, services
 from .csvwriter import csv_chunks
@@ -11,8 +11,24 @@ from .csvwriter import csv_chunks
 @clinical_required
 def index():
     """The export form: site, patient, scale, dates, layout, profile, versions, Excel."""
-    sites = current_user.reachable_sites
-    return render_template("exports/index.html", scales=scales(), sites=sites)
+    return _form()
+
+
+def _form(error: services.ExportError | None = None):
+    """The export form, refilled from the query string and with the refusal next to its field
+    when ``error`` is given."""
+    return render_template(
+        "exports/index.html",
+        scales=scales(),
+        sites=current_user.reachable_sites,
+        values=request.args if error else {},
+        errors={error.field or "site": error.message} if error else {},
+    ), (error.status if error else 200)
+
+
+def _wants_page() -> bool:
+    """A browser (which prefers HTML) gets the form back; a script gets a plain message."""
+    return request.accept_mimetypes.best_match(["text/plain", "text/html"]) == "text/html"
 
 
 @bp.route("/assessments.csv")
@@ -23,7 +39,11 @@ def assessments():
         export_request = services.parse_request(request.args, current_user)
     except services.ExportError as error:
         if error.status == 404:
-            refuse(404, entity="export")
+            record_refusal(404, entity="export")
+        if _wants_page():
+            return _form(error)
+        if error.status == 404:
+            abort(404)
         return Response(error.message + "\n", status=400, mimetype="text/plain")
     name = f"clinic_log-{export_request.layout}-{export_request.filters['scale']}.csv"
     if request.method == "HEAD":

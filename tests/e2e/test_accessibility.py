@@ -164,3 +164,12 @@ def test_pages_fit_a_tablet_and_200_percent_zoom(browser_engine, live_server, wi
             wide[path] = overflow
     context.close()
     assert wide == {}
+
+
+def test_a_refused_export_form_has_no_serious_violations(csp_free_page, live_server, axe_source):
+    log_in(csp_free_page, live_server, "clin.north")
+    refused = "/exports/assessments.csv?start=2026-03-05&end=2026-03-04&scale=gad7&layout=wide"
+    response = csp_free_page.goto(live_server + refused)
+    assert response.status == 400
+    assert csp_free_page.locator("#end-errors[role=alert]").count() == 1
+    assert serious_violations(csp_free_page, axe_source) == []

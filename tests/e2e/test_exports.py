@@ -94,12 +94,6 @@ def test_export_downloads_a_csv_that_parses_with_provenance(page, live_server):
     assert page.url == f"{live_server}/exports/"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A refused export answers with a bare text/plain 400 page at /exports/assessments.csv "
-    "(clinic_log/exports/views.py): the message is not shown next to the field and the form is "
-    "gone. Fixing it needs the view to re-render the export form with the error.",
-)
 def test_a_refused_export_says_why_next_to_the_field_and_keeps_the_form(page, live_server):
     log_in(page, live_server, "clin.north")
     today = site_today()
