@@ -137,6 +137,18 @@ def runner(app):
     return app.test_cli_runner()
 
 
+# The GAD-7 item keys as published, written out here so that tests do not trust the scale file.
+GAD7 = (
+    "nervous",
+    "cannot_stop_worrying",
+    "worry_too_much",
+    "trouble_relaxing",
+    "restless",
+    "irritable",
+    "afraid",
+)
+
+
 class Browser:
     """A test client that behaves like a person with a browser: it reads the CSRF token from
     the page it was shown, and logs in through the login form."""
@@ -179,6 +191,18 @@ def browser(app):
 @pytest.fixture
 def make_browser(app):
     return lambda: Browser(app.test_client())
+
+
+@pytest.fixture
+def login(world, make_browser):
+    """Log a new browser in as one of the world's accounts (they share one password)."""
+
+    def _login(username, password=PASSWORD):
+        browser = make_browser()
+        browser.login(username, password)
+        return browser
+
+    return _login
 
 
 @pytest.fixture

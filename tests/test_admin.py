@@ -49,16 +49,6 @@ def admin(world, make_browser):
     return browser
 
 
-@pytest.fixture
-def login(world, make_browser):
-    def _login(username, password=PASSWORD):
-        browser = make_browser()
-        browser.login(username, password)
-        return browser
-
-    return _login
-
-
 def account(app, username) -> User:
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))

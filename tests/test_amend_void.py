@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import PASSWORD
+from conftest import GAD7, PASSWORD
 from pages import checked, field_errors, input_val, inputs, textarea
 from sqlalchemy import func, select
 
@@ -27,15 +27,6 @@ from clinic_log.patients.services import create_patient, end_episode
 from clinic_log.review.services import sign_assessment
 from clinic_log.timeutil import format_local, input_value
 
-GAD7 = (
-    "nervous",
-    "cannot_stop_worrying",
-    "worry_too_much",
-    "trouble_relaxing",
-    "restless",
-    "irritable",
-    "afraid",
-)
 LONDON = "Europe/London"
 NEW_YORK = "America/New_York"
 CONFLICT = "this entry changed while you were editing — review the new version"
@@ -156,16 +147,6 @@ def timeline_rows(page) -> list[tuple[str, str]]:
         (status, " ".join(html.unescape(re.sub(r"<[^>]+>", " ", row)).split()))
         for status, row in rows
     ]
-
-
-@pytest.fixture
-def login(world, make_browser):
-    def _login(username):
-        browser = make_browser()
-        browser.login(username)
-        return browser
-
-    return _login
 
 
 @pytest.fixture

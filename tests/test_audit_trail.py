@@ -13,7 +13,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import PASSWORD
+from conftest import GAD7, PASSWORD
 from pages import input_val
 from pages import readable_text as text_of
 from sqlalchemy import func, select, text
@@ -38,15 +38,6 @@ from clinic_log.patients.services import create_patient, end_episode
 from clinic_log.review import services as review
 from clinic_log.timeutil import to_local
 
-GAD7 = (
-    "nervous",
-    "cannot_stop_worrying",
-    "worry_too_much",
-    "trouble_relaxing",
-    "restless",
-    "irritable",
-    "afraid",
-)
 LONDON = "Europe/London"
 
 
@@ -119,16 +110,6 @@ def audit_rows(page) -> list[tuple[str, str, str]]:
 
 def shown_as(event: AuditEvent) -> tuple[str, str]:
     return (event.username or "—", event.action.replace("_", " "))
-
-
-@pytest.fixture
-def login(world, make_browser):
-    def _login(username):
-        browser = make_browser()
-        browser.login(username)
-        return browser
-
-    return _login
 
 
 def _bypass_triggers(conn) -> None:

@@ -18,7 +18,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import PASSWORD
+from conftest import GAD7
 from pages import field_errors
 from pages import readable_text as text_of
 from sqlalchemy import func, select, update
@@ -30,29 +30,10 @@ from clinic_log.extensions import db
 from clinic_log.models import Assessment, AuditEvent, Site, SiteAccessGrant, User
 
 REASON = "Night cover for South Clinic: its on-call clinician is away, a patient needs review"
-GAD7 = (
-    "nervous",
-    "cannot_stop_worrying",
-    "worry_too_much",
-    "trouble_relaxing",
-    "restless",
-    "irritable",
-    "afraid",
-)
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def login(world, make_browser):
-    def _login(username, password=PASSWORD):
-        browser = make_browser()
-        browser.login(username, password)
-        return browser
-
-    return _login
 
 
 @pytest.fixture

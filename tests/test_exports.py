@@ -23,7 +23,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import PASSWORD, Browser, IsolatedClient
+from conftest import GAD7, PASSWORD, Browser, IsolatedClient
 from flask.testing import FlaskClient
 from pages import checked, field_errors, input_val
 from sqlalchemy import select
@@ -49,10 +49,6 @@ LONDON, NEW_YORK = ZoneInfo("Europe/London"), ZoneInfo("America/New_York")
 COWS = (
     "resting_pulse", "sweating", "restlessness", "pupil_size", "bone_joint_aches",
     "runny_nose_tearing", "gi_upset", "tremor", "yawning", "anxiety_irritability", "gooseflesh",
-)  # fmt: skip
-GAD7 = (
-    "nervous", "cannot_stop_worrying", "worry_too_much", "trouble_relaxing", "restless",
-    "irritable", "afraid",
 )  # fmt: skip
 IDENTIFIED = [
     "patient_identifier", "site", "episode_id", "episode_started_at_utc", "scale",
@@ -151,16 +147,6 @@ def north(world, browser):
     """clin.north, logged in."""
     browser.login("clin.north")
     return browser
-
-
-@pytest.fixture
-def login(make_browser):
-    def _login(username):
-        browser = make_browser()
-        browser.login(username)
-        return browser
-
-    return _login
 
 
 def export(browser, **params):

@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import PASSWORD
+from conftest import GAD7, PASSWORD
 from pages import input_val
 from pages import readable_text as text_of
 from sqlalchemy import func, select, text
@@ -35,17 +35,6 @@ from clinic_log.patients.services import create_patient
 from clinic_log.review import services as review
 from clinic_log.review.services import ReviewError
 from clinic_log.scale_registry import get_scale
-
-GAD7 = (
-    "nervous",
-    "cannot_stop_worrying",
-    "worry_too_much",
-    "trouble_relaxing",
-    "restless",
-    "irritable",
-    "afraid",
-)
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -119,16 +108,6 @@ def record_for(world, patient, hours: float) -> int:
 def reload(assessment_id: int) -> Assessment:
     fresh()
     return db.session.get(Assessment, assessment_id)
-
-
-@pytest.fixture
-def login(world, make_browser):
-    def _login(username):
-        browser = make_browser()
-        browser.login(username)
-        return browser
-
-    return _login
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from conftest import PASSWORD, Browser, IsolatedClient
+from conftest import GAD7, PASSWORD, Browser, IsolatedClient
 from flask import Flask
 from sqlalchemy import func, select, text, update
 
@@ -42,15 +42,6 @@ from clinic_log.models import (
 from clinic_log.patients.services import create_patient
 from clinic_log.review import services as review
 
-GAD7 = (
-    "nervous",
-    "cannot_stop_worrying",
-    "worry_too_much",
-    "trouble_relaxing",
-    "restless",
-    "irritable",
-    "afraid",
-)
 HTTPS = "https://localhost"
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
@@ -65,16 +56,6 @@ NOTE = f"{XSS}\n{ATTR}\n{SSTI}"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def login(world, make_browser):
-    def _login(username, password=PASSWORD):
-        browser = make_browser()
-        browser.login(username, password)
-        return browser
-
-    return _login
 
 
 def fresh() -> None:
