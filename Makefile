@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := clinic_log
 
-.PHONY: run test lint bench docs-images screenshots clean
+.PHONY: run test lint bench dast docs-images screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_chart_routes.py
 	$(BIN)/python bench/bench_export.py
 	$(BIN)/python bench/bench_pages.py
+
+## Optional DAST: sqlmap against the demo app on 127.0.0.1 (Debian's sqlmap; about 2 minutes).
+dast: $(VENV)/.installed-run
+	bash .ci/dast
 
 ## The README's example charts, drawn from the synthetic demo data.
 docs-images: $(VENV)/.installed-run
