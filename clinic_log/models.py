@@ -435,6 +435,14 @@ class AuditEvent(db.Model):
     """Append-only. ``hash`` covers this row and the previous row's hash, so editing, removing
     or inserting a row breaks the chain from that point on."""
 
+    __table_args__ = (
+        # "This user's exports in the last minute" (the export limit) and "this account's
+        # failed logins in the last 15 minutes" (the lockout): a short range of one index,
+        # however many years of events the table holds.
+        Index("ix_audit_event_action_user_at", "action", "user_id", "at"),
+        Index("ix_audit_event_action_entity_at", "action", "entity", "entity_id", "at"),
+    )
+
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)
