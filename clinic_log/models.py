@@ -325,6 +325,11 @@ class Assessment(db.Model):
 
     __mapper_args__ = {"version_id_col": version}
 
+    @property
+    def reviewed_by_name(self) -> str | None:
+        """Named like the patient page's ``TimelineEntry``, so one template macro shows both."""
+        return self.reviewed_by.display_name if self.reviewed_by is not None else None
+
     def __repr__(self) -> str:
         return f"<Assessment {self.id} {self.scale_key}>"
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import PASSWORD, Browser
-from pages import checked, field_errors, input_val, inputs, text_of, textarea
+from pages import checked, field_errors, input_val, inputs, readable_text, text_of, textarea
 from sqlalchemy import func, select
 
 from clinic_log.database import now_utc
@@ -842,6 +842,8 @@ def test_timeline_pagination(world, ids, add_assessment, login, subtests):
         beyond = browser.get(f"/patients/{ids.pid_n}?page=3")
         assert beyond.status_code == 200
         assert timeline_rows(beyond) == []
+        assert "No entries on this page. Newest entries (page 1 of 2)." in readable_text(beyond)
+        assert "No assessments recorded yet." not in text_of(beyond)
 
 
 def test_bad_patient_ids_answer_404(login, ids, subtests):

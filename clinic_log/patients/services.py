@@ -6,9 +6,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 
 from .. import audit
 from ..dashboard import summary as dashboard_summary
@@ -242,12 +241,99 @@ def end_episode(user: User, episode: Episode, ended_at: datetime) -> Episode:
     return episode
 
 
-def timeline(patient: Patient, page: int, per_page: int = 25):
-    """The patient's assessments, newest observation first, a page at a time."""
-    stmt = (
-        select(Assessment)
-        .where(Assessment.patient_id == patient.id)
-        .options(selectinload(Assessment.recorded_by))
-        .order_by(Assessment.observed_at.desc(), Assessment.id.desc())
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One assessment version as the patient page lists it: the columns it shows, and the
+    names of who recorded and who reviewed it."""
+
+    id: int
+    observed_at: datetime
+    scale_key: str
+    total: int
+    complete: bool
+    band: str | None
+    status: str
+    status_reason: str | None
+    reviewed_at: datetime | None
+    recorded_by_name: str
+    reviewed_by_name: str | None
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    """A page of the timeline, newest observation first (the fields a pager needs)."""
+
+    items: list[TimelineEntry]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+    @property
+    def prev_num(self) -> int:
+        return self.page - 1
+
+    @property
+    def next_num(self) -> int:
+        return self.page + 1
+
+
+def _timeline_statements():
+    """The count and one page of a patient's entries, as plain rows: the page is the most
+    viewed in the app, and loading 25 entries and their users as objects cost more than
+    everything else it does. Built once."""
+    entries = Assessment.__table__
+    recorder = User.__table__.alias("recorder")
+    reviewer = User.__table__.alias("reviewer")
+    count = select(func.count()).where(entries.c.patient_id == bindparam("patient_id"))
+    page = (
+        select(
+            entries.c.id,
+            entries.c.observed_at,
+            entries.c.scale_key,
+            entries.c.total,
+            entries.c.complete,
+            entries.c.band,
+            entries.c.status,
+            entries.c.status_reason,
+            entries.c.reviewed_at,
+            recorder.c.display_name,
+            reviewer.c.display_name,
+        )
+        .join(recorder, recorder.c.id == entries.c.recorded_by_id)
+        .outerjoin(reviewer, reviewer.c.id == entries.c.reviewed_by_id)
+        .where(entries.c.patient_id == bindparam("patient_id"))
+        .order_by(entries.c.observed_at.desc(), entries.c.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
     )
-    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
+    return count, page
+
+
+_TIMELINE_COUNT, _TIMELINE_PAGE = _timeline_statements()
+
+
+def timeline(patient: Patient, page: int, per_page: int = 25) -> TimelinePage:
+    """The patient's assessments, newest observation first, a page at a time. A page past
+    the end is empty (its pager still says how many pages there are)."""
+    connection = db.session.connection()
+    total = connection.execute(_TIMELINE_COUNT, {"patient_id": patient.id}).scalar_one()
+    items = []
+    if total > (page - 1) * per_page:
+        rows = connection.execute(
+            _TIMELINE_PAGE,
+            {"patient_id": patient.id, "limit": per_page, "offset": (page - 1) * per_page},
+        )
+        items = [TimelineEntry(*row) for row in rows]
+    return TimelinePage(items=items, page=page, per_page=per_page, total=total)
