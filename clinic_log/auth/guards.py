@@ -36,8 +36,12 @@ def _reachable_sites_statement():
     return union_all(member, granted)
 
 
-# Built once: it runs on every request.
+# Built once, like the user's own query: both run on every request.
 _REACHABLE_SITES = _reachable_sites_statement()
+_USER_BY_ID = select(User).where(User.id == bindparam("user_id"))
+_PATIENT_WITH_SITE = (
+    select(Patient).options(joinedload(Patient.site)).where(Patient.id == bindparam("patient_id"))
+)
 
 
 @login_manager.user_loader
@@ -49,7 +53,7 @@ def load_user(token: str) -> User | None:
     user_id, _, version = token.partition(":")
     if not (user_id.isdigit() and version.isdigit()):
         return None
-    user = db.session.get(User, int(user_id))
+    user = db.session.execute(_USER_BY_ID, {"user_id": int(user_id)}).scalar_one_or_none()
     if user is None or not user.active or user.session_version != int(version):
         return None
     # Every guarded request needs the sites the user may reach, and most need nothing else
@@ -107,7 +111,9 @@ admin_required = role_required(Role.ADMIN)
 def load_patient(patient_id: int) -> Patient:
     """The patient, if it belongs to one of the current user's sites (their own, or one they
     reach through an emergency grant in force); otherwise 404."""
-    patient = db.session.get(Patient, patient_id, options=[joinedload(Patient.site)])
+    patient = db.session.execute(
+        _PATIENT_WITH_SITE, {"patient_id": patient_id}
+    ).scalar_one_or_none()
     if patient is None or not _may_reach(patient.site_id, patient.id):
         refuse(404, entity="patient", entity_id=patient_id)
     return patient
