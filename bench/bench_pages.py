@@ -49,6 +49,7 @@ from load_driver import (
     BadReply,
     HttpClient,
     LoadResult,
+    balance_connections,
     csrf_token,
     csv_rows,
     gunicorn,
@@ -130,6 +131,9 @@ def logged_in(port: int, count: int, username: str) -> list[HttpClient]:
 
 def load(run: Run, server, clients, task, budget: int = BUDGET) -> LoadResult:
     try:
+        spread = balance_connections(server, clients, lambda client: client.get("/login"))
+        if len(spread) < 2 or max(spread.values()) - min(spread.values()) > 1:
+            run.notes.append(f"connections could not be spread evenly: {sorted(spread.values())}")
         return run_load(
             task, clients, seconds=run.args.seconds, max_iterations=budget, server_pid=server.pid
         )

@@ -94,6 +94,12 @@ class HttpClient:
             self.close()
         return Reply(response.status, response.headers, head), size, lines
 
+    def local_port(self) -> int | None:
+        """The client side's port of the open connection (None when none is open)."""
+        if self._conn is None or self._conn.sock is None:
+            return None
+        return self._conn.sock.getsockname()[1]
+
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             self._conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
@@ -338,6 +344,69 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+# --- keep-alive connections spread evenly over the workers ---------------------------------
+
+
+def balance_connections(
+    server: Server, clients: list[HttpClient], warm: Callable[[HttpClient], None]
+) -> Counter:
+    """Reconnect clients until the workers hold equal shares of the keep-alive connections.
+
+    Whichever worker accepts a connection keeps it for the whole run, and which one does is
+    chance: with 8 clients on 2 workers, all of them on one worker halves the throughput (one
+    GIL), and the same app measured twice differed by 2.2x. Balancing makes runs comparable.
+    ``warm`` sends one request on a client, opening its connection. Returns connections per
+    worker; it gives up after a bounded number of reconnections and reports what it got.
+    """
+    workers = [pid for pid in tree_pids(server.pid) if pid != server.pid]
+    for client in clients:
+        if client.local_port() is None:
+            warm(client)
+    if len(workers) < 2:
+        return Counter(connection_owners(server, clients))
+    share = -(-len(clients) // len(workers))
+    for _ in range(20 * len(clients)):
+        owners = connection_owners(server, clients)
+        counts = Counter(owners)
+        crowded = next(
+            (c for c, o in zip(clients, owners, strict=True) if o is None or counts[o] > share),
+            None,
+        )
+        if crowded is None:
+            return counts
+        crowded.close()
+        warm(crowded)
+    return Counter(connection_owners(server, clients))
+
+
+def connection_owners(server: Server, clients: list[HttpClient]) -> list[int | None]:
+    """For each client, the pid of the worker holding the server end of its connection,
+    from /proc: the socket's inode in /proc/net/tcp, then the worker that has it open."""
+    inode_by_peer_port = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        peer_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if local_port == server.port and fields[3] == "01":  # ESTABLISHED
+            inode_by_peer_port[peer_port] = fields[9]
+    owner_of_inode = {}
+    for pid in tree_pids(server.pid):
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and pid != server.pid:
+                owner_of_inode[target[8:-1]] = pid
+    return [
+        owner_of_inode.get(inode_by_peer_port.get(client.local_port(), "")) for client in clients
+    ]
 
 
 # --- CPU accounting from /proc (Linux) ------------------------------------------------------
