@@ -456,6 +456,55 @@ def test_G11_grant_events_appear_in_the_sites_audit_trail(app, admin, login, ids
     assert REASON in trail
 
 
+def test_G11_lists_showing_the_granted_sites_patients_are_audited_once_per_list(
+    app, admin, login, ids, add_assessment, world
+):
+    """The patient list, the dashboard and the review queue show a granted site's patients
+    without opening them: each list writes one line per grant naming the patients it showed,
+    and showing the same list again within the view window writes nothing more."""
+    add_assessment(world["patient_s"], world["clin_s"])  # waits in SOUTH's review queue
+    add_assessment(world["patient_n"], world["clin_n"])
+    supervisor = login("sup.north")
+    for url in ("/patients/", "/dashboard/", "/review/"):
+        assert supervisor.get(url).status_code == 200
+    assert events("emergency_access_list") == []  # no grant: only their own site, no line
+
+    assert grant(admin, ids["sup_n"], hours="4").status_code == 302
+    [made] = grants()
+    for url in ("/patients/", "/dashboard/", "/review/", "/patients/", "/dashboard/"):
+        page = supervisor.get(url)
+        assert page.status_code == 200 and "S-001" in text_of(page), url
+    listed = events("emergency_access_list")
+    assert [line["details"]["list"] for line in listed] == [
+        "patient list",
+        "dashboard",
+        "review queue",
+    ]
+    for line, path in zip(listed, ("/patients/", "/dashboard/", "/review/"), strict=True):
+        assert line["username"] == "sup.north"
+        assert (line["entity"], line["entity_id"]) == ("site_access_grant", made.id)
+        assert line["site_id"] == ids["south"] and line["patient_id"] is None
+        # Their own site's patient is not an emergency access: only SOUTH's is named.
+        assert line["details"]["patients"] == [ids["patient_s"]]
+        assert line["details"]["via"] == "emergency_access"
+        assert line["details"]["path"] == path
+    # Listing opens nobody: the grant's review still names no patient opened through it.
+    assert events("emergency_access_use") == []
+    assert audit.verify_chain()[1] is None
+
+
+def test_G11_a_list_without_the_granted_sites_patients_writes_nothing(app, admin, login, ids):
+    grant(admin, ids["clin_n"])
+    clinician = login("clin.north")
+    page = clinician.get("/patients/?q=N-001")
+    assert page.status_code == 200 and "S-001" not in text_of(page)
+    assert events("emergency_access_list") == []
+    clinician.get("/patients/?q=S-001")
+    [listed] = events("emergency_access_list")
+    assert listed["details"]["path"] == "/patients/?q=S-001"
+    assert listed["details"]["patients"] == [ids["patient_s"]]
+
+
 # --------------------------------------------------------------------------- admin pages, cost
 
 

@@ -88,3 +88,45 @@ def record_view(action: str, user: User, patient: Patient, what: str, **details)
     )
     db.session.commit()
     views.written(key, now)
+
+
+def record_emergency_listing(user: User, what: str, shown: list[tuple[int, int]]) -> None:
+    """Write ``emergency_access_list`` for the patients of an emergency-grant site that a list
+    (the dashboard, the patient list, the review queue) showed: one line per grant, naming the
+    list and the patients on it, so the site's supervisors see what was listed as well as what
+    was opened. ``shown`` is (patient id, site id) for each row. The same list with the same
+    patients is written once per login within the view window, like a view.
+    """
+    member = user.member_site_ids
+    by_site: dict[int, set[int]] = {}
+    for patient_id, site_id in shown:
+        if site_id not in member:
+            by_site.setdefault(site_id, set()).add(patient_id)
+    if not by_site:
+        return  # the common case: nothing from a grant site, nothing to load or write
+    views: RecentViews = current_app.extensions[_EXTENSION]
+    now = time.monotonic()
+    due = []
+    for grant in user.emergency_grants:
+        if grant.site_id in by_site:
+            patients = sorted(by_site[grant.site_id])
+            key = (user.id, session.get(AUTH_AT), "emergency_access_list", grant.id, what)
+            if views.due((*key, *patients), now):
+                due.append(((*key, *patients), grant.id, grant.site_id, patients))
+    if not due:
+        return
+    user_id, username, path = user.id, user.username, request.full_path.rstrip("?")
+    begin_write(db.session)
+    for _key, grant_id, site_id, patients in due:
+        audit.record(
+            "emergency_access_list",
+            user_id=user_id,
+            username=username,
+            entity="site_access_grant",
+            entity_id=grant_id,
+            site_id=site_id,
+            details={"via": "emergency_access", "list": what, "path": path, "patients": patients},
+        )
+    db.session.commit()
+    for key, *_ in due:
+        views.written(key, now)

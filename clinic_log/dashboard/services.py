@@ -53,6 +53,7 @@ class DashboardRow:
     patient_id: int
     identifier: str
     display_label: str | None
+    site_id: int
     site_code: str
     timezone: str
     episode_started_at: datetime
@@ -180,6 +181,7 @@ def _dashboard_statements():
             patients.c.id.label("patient_id"),
             patients.c.identifier,
             patients.c.display_label,
+            sites.c.id.label("site_id"),
             sites.c.code,
             sites.c.timezone,
         )
@@ -251,6 +253,7 @@ def _page_rows(
                 patient_id=s.patient_id,
                 identifier=s.identifier,
                 display_label=s.display_label,
+                site_id=s.site_id,
                 site_code=s.code,
                 timezone=s.timezone,
                 episode_started_at=s.started_at,

@@ -4,6 +4,7 @@ from flask import current_app, render_template, request
 from flask_login import current_user
 
 from ..auth.guards import role_required
+from ..auth.reads import record_emergency_listing
 from ..database import now_utc
 from ..models import Role
 from ..scale_registry import scales
@@ -24,10 +25,14 @@ def index():
         page=request.args.get("page", 1, type=int),
         site_code=request.args.get("site") or None,
     )
-    return render_template(
+    html = render_template(
         "dashboard/index.html",
         page=page,
         rows=page.rows,
         overdue_hours=overdue_hours,
         spark_points=services.SPARK_POINTS,
     )
+    record_emergency_listing(
+        current_user, "dashboard", [(row.patient_id, row.site_id) for row in page.rows]
+    )
+    return html

@@ -3,7 +3,7 @@ from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
 from ..auth.guards import clinical_required, load_episode, load_patient
-from ..auth.reads import record_view
+from ..auth.reads import record_emergency_listing, record_view
 from ..database import now_utc
 from ..extensions import db
 from ..forms import local_field_to_utc, redisplay_on_csrf_error
@@ -29,13 +29,16 @@ def index():
     form = SearchForm(request.args)
     query = form.q.data if form.validate() and form.q.data else ""
     rows = services.list_patients(current_user, query)
-    return render_template(
+    html = render_template(
         "patients/index.html",
         form=form,
         rows=rows,
         query=query,
         truncated=len(rows) >= services.PATIENT_LIST_LIMIT,
     )
+    shown = [(row.patient.id, row.patient.site_id) for row in rows]
+    record_emergency_listing(current_user, "patient list", shown)
+    return html
 
 
 @bp.route("/new", methods=["GET", "POST"])

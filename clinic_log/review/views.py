@@ -3,6 +3,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from ..auth.guards import refuse, role_required
+from ..auth.reads import record_emergency_listing
 from ..extensions import db
 from ..forms import EmptyForm
 from ..models import Assessment, AssessmentStatus, Patient, Role, SiteAccessGrant
@@ -27,7 +28,7 @@ def _queue_page(error: str | None = None, status: int = 200):
     entries = services.queue(current_user, patient_id, scale_key)
     total = services.queue_size(current_user, patient_id, scale_key)
     patients = db.session.execute(
-        select(Patient.id, Patient.identifier)
+        select(Patient.id, Patient.identifier, Patient.site_id)
         .join(Assessment, Assessment.patient_id == Patient.id)
         .where(
             Patient.site_id.in_(current_user.site_ids),
@@ -37,7 +38,7 @@ def _queue_page(error: str | None = None, status: int = 200):
         .distinct()
         .order_by(Patient.identifier)
     ).all()
-    return render_template(
+    html = render_template(
         "review/index.html",
         entries=entries,
         total=total,
@@ -48,7 +49,11 @@ def _queue_page(error: str | None = None, status: int = 200):
         sign_form=SignForm(formdata=None),
         grants=services.emergency_grants_to_review(current_user),
         error=error,
-    ), status
+    )
+    # The filter lists every patient with an entry waiting, so it covers every listed entry.
+    shown = [(patient.id, patient.site_id) for patient in patients]
+    record_emergency_listing(current_user, "review queue", shown)
+    return html, status
 
 
 @bp.route("/emergency-access/<id:grant_id>/reviewed", methods=["POST"])
