@@ -211,7 +211,7 @@ def measure_pages(run: Run, server) -> None:
     ):
         print(f"  {name} ...", flush=True)
         clients = logged_in(server.port, run.args.clients, username)
-        for client in clients[:2]:  # warm-up (two: one per worker, as likely as not)
+        for client in clients:  # warm-up: every connection, and each worker's first queries
             timed(lambda c=client, p=path: c.get(p), 200)
         run.rows.append(Row(name, load(run, server, clients, get_task(path)), target=target))
     print("  chart, cold render ...", flush=True)
