@@ -457,7 +457,7 @@ def test_G11_grant_events_appear_in_the_sites_audit_trail(app, admin, login, ids
 
 
 def test_G11_lists_showing_the_granted_sites_patients_are_audited_once_per_list(
-    app, admin, login, ids, add_assessment, world
+    app, admin, login, ids, add_assessment, world, sup_south
 ):
     """The patient list, the dashboard and the review queue show a granted site's patients
     without opening them: each list writes one line per grant naming the patients it showed,
@@ -488,9 +488,11 @@ def test_G11_lists_showing_the_granted_sites_patients_are_audited_once_per_list(
         assert line["details"]["patients"] == [ids["patient_s"]]
         assert line["details"]["via"] == "emergency_access"
         assert line["details"]["path"] == path
-    # Listing opens nobody: the grant's review still names no patient opened through it.
+    # Listing opens nobody: the grant's review names no patient opened, and the lists.
     assert events("emergency_access_use") == []
     assert audit.verify_chain()[1] is None
+    queue = text_of(login("sup.south").get("/review/"))
+    assert "none Shown in lists: dashboard (1), patient list (1), review queue (1)" in queue
 
 
 def test_G11_a_list_without_the_granted_sites_patients_writes_nothing(app, admin, login, ids):

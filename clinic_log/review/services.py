@@ -12,6 +12,7 @@ reviewed once it has ended, so the review covers everything done under it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -258,6 +259,7 @@ def signature_intact(signature: Signature) -> bool:
 # --------------------------------------------------------------------------- emergency access
 
 EMERGENCY_USE = "emergency_access_use"
+EMERGENCY_LIST = "emergency_access_list"
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,7 @@ class GrantForReview:
     in_force: bool
     own: bool  # the supervisor looking at the queue used it: another supervisor reviews it
     patients: list[tuple[int, str]]  # (id, identifier) of every patient opened through it
+    lists: list[tuple[str, int]]  # (list name, lines written) of the lists that showed its site
 
 
 def emergency_grants_to_review(user: User, limit: int = 100) -> list[GrantForReview]:
@@ -294,10 +297,15 @@ def emergency_grants_to_review(user: User, limit: int = 100) -> list[GrantForRev
         .all()
     )
     opened = _patients_opened([grant.id for grant in grants])
+    listed = _lists_seen([grant.id for grant in grants])
     now = now_utc()
     return [
         GrantForReview(
-            grant, grant.in_force(now), grant.user_id == user.id, opened.get(grant.id, [])
+            grant,
+            grant.in_force(now),
+            grant.user_id == user.id,
+            opened.get(grant.id, []),
+            listed.get(grant.id, []),
         )
         for grant in grants
     ]
@@ -322,6 +330,25 @@ def _patients_opened(grant_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
     for grant_id, patient_id, identifier in rows:
         opened.setdefault(grant_id, []).append((patient_id, identifier))
     return opened
+
+
+def _lists_seen(grant_ids: list[int]) -> dict[int, list[tuple[str, int]]]:
+    """grant id -> the lists (dashboard, patient list, review queue) that showed the grant's
+    site's patients, each with how many times it was written, in one query."""
+    if not grant_ids:
+        return {}
+    counts: dict[int, dict[str, int]] = {}
+    for grant_id, details in db.session.execute(
+        select(AuditEvent.entity_id, AuditEvent.details).where(
+            AuditEvent.action == EMERGENCY_LIST,
+            AuditEvent.entity == "site_access_grant",
+            AuditEvent.entity_id.in_(grant_ids),
+        )
+    ):
+        name = json.loads(details).get("list", "list")
+        counts.setdefault(grant_id, {}).setdefault(name, 0)
+        counts[grant_id][name] += 1
+    return {grant_id: sorted(by_list.items()) for grant_id, by_list in counts.items()}
 
 
 def review_emergency_access(user: User, grant: SiteAccessGrant) -> None:
