@@ -471,6 +471,7 @@ def test_G11_lists_showing_the_granted_sites_patients_are_audited_once_per_list(
 
     assert grant(admin, ids["sup_n"], hours="4").status_code == 302
     [made] = grants()
+    grant_id = made.id
     for url in ("/patients/", "/dashboard/", "/review/", "/patients/", "/dashboard/"):
         page = supervisor.get(url)
         assert page.status_code == 200 and "S-001" in text_of(page), url
@@ -482,7 +483,7 @@ def test_G11_lists_showing_the_granted_sites_patients_are_audited_once_per_list(
     ]
     for line, path in zip(listed, ("/patients/", "/dashboard/", "/review/"), strict=True):
         assert line["username"] == "sup.north"
-        assert (line["entity"], line["entity_id"]) == ("site_access_grant", made.id)
+        assert (line["entity"], line["entity_id"]) == ("site_access_grant", grant_id)
         assert line["site_id"] == ids["south"] and line["patient_id"] is None
         # Their own site's patient is not an emergency access: only SOUTH's is named.
         assert line["details"]["patients"] == [ids["patient_s"]]
@@ -493,6 +494,18 @@ def test_G11_lists_showing_the_granted_sites_patients_are_audited_once_per_list(
     assert audit.verify_chain()[1] is None
     queue = text_of(login("sup.south").get("/review/"))
     assert "none Shown in lists: dashboard (1), patient list (1), review queue (1)" in queue
+    # Once ended, the review records what the grant covered, lists included.
+    move_into_the_past(grant_id)
+    reviewer = login("sup.south")
+    review_url = f"/review/emergency-access/{grant_id}/reviewed"
+    assert reviewer.post(review_url, token_from="/review/").status_code == 302
+    [reviewed] = events("emergency_access_review")
+    assert reviewed["details"]["patients_opened"] == []
+    assert reviewed["details"]["lists_seen"] == {
+        "dashboard": 1,
+        "patient list": 1,
+        "review queue": 1,
+    }
 
 
 def test_G11_a_list_without_the_granted_sites_patients_writes_nothing(app, admin, login, ids):

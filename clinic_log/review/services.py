@@ -384,6 +384,7 @@ def review_emergency_access(user: User, grant: SiteAccessGrant) -> None:
         raise
     grant.reviewed_at, grant.reviewed_by_id = now, user.id
     opened = _patients_opened([grant.id]).get(grant.id, [])
+    listed = _lists_seen([grant.id]).get(grant.id, [])
     audit.record(
         "emergency_access_review",
         user=user,
@@ -397,6 +398,7 @@ def review_emergency_access(user: User, grant: SiteAccessGrant) -> None:
             "ended_at": grant.ended_at.isoformat(),
             "revoked": grant.revoked_at is not None,
             "patients_opened": [patient_id for patient_id, _identifier in opened],
+            "lists_seen": dict(listed),
         },
     )
     db.session.commit()
