@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
-from flask import Flask, Response, abort, render_template, request
+from flask import Flask, Response, abort, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -169,16 +170,35 @@ def register_request_hooks(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.is_secure:
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-            )
-        if request.endpoint != "static" and "Cache-Control" not in response.headers:
+        # One pass over the headers a view set, not a lookup per header: this runs on every
+        # response, charts included, and werkzeug's per-name lookup raises on each miss.
+        present = {name.lower() for name, _ in response.headers.items()}
+        missing = [
+            (name, value) for name, value in SECURITY_HEADERS.items() if name.lower() not in present
+        ]
+        if request.is_secure and "strict-transport-security" not in present:
+            missing.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+        if request.endpoint != "static" and "cache-control" not in present:
             # Patient data must not stay in browser or proxy caches after logout.
-            response.headers["Cache-Control"] = "no-store"
+            missing.append(("Cache-Control", "no-store"))
+        response.headers.extend(missing)
         return response
+
+
+# The largest id IdConverter accepts: a number no real URL part can be confused with.
+_ID_MARKER = str(2**31 - 1)
+
+
+def url_for_ids(endpoint: str, id_name: str, **values) -> Callable[[int], str]:
+    """``url_for(endpoint, id_name=id, **values)`` for every row of a table: the URL is built
+    once and each row's id put into it. Building it per row was a third of a 25-row table's
+    cost on the patient page, dashboard and review queue."""
+    head, marker, tail = url_for(endpoint, **{id_name: int(_ID_MARKER)}, **values).partition(
+        _ID_MARKER
+    )
+    if not marker or _ID_MARKER in tail:
+        raise ValueError(f"{endpoint}: the id does not appear exactly once in its URL")
+    return lambda id_: f"{head}{int(id_)}{tail}"
 
 
 def register_template_helpers(app: Flask) -> None:
@@ -186,6 +206,7 @@ def register_template_helpers(app: Flask) -> None:
     app.jinja_env.globals.update(
         NO_ADVICE_NOTICE=NO_ADVICE_NOTICE,
         NOT_ASSESSED_REASONS=NOT_ASSESSED_REASONS,
+        url_for_ids=url_for_ids,
     )
 
     @app.context_processor

@@ -162,3 +162,33 @@ def test_large_request_gets_a_friendly_413(browser, world):
     response = browser.client.post("/patients/new", data={"notes": "x" * 300_000})
     assert response.status_code == 413
     assert "too large" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "endpoint, id_name, values",
+    [
+        ("assessments.show", "assessment_id", {}),
+        ("charts.tracker", "patient_id", {}),
+        ("patients.show", "patient_id", {"page": 3}),
+        ("charts.trend", "patient_id", {"scale_key": "cows", "fmt": "png", "start": "2026-01-02"}),
+    ],
+)
+def test_row_urls_are_the_urls_url_for_builds(app, endpoint, id_name, values):
+    from flask import url_for
+
+    from clinic_log.web import url_for_ids
+
+    with app.test_request_context("/", base_url="http://localhost/clinic"):
+        build = url_for_ids(endpoint, id_name, **values)
+        for row_id in (1, 7, 42, 2**31 - 2):
+            assert build(row_id) == url_for(endpoint, **{id_name: row_id}, **values)
+        # An id is always a number: a crafted value cannot add to the path or the query.
+        with pytest.raises(ValueError):
+            build("3/../../admin")
+
+
+def test_row_urls_refuse_a_url_where_the_id_is_ambiguous(app):
+    from clinic_log.web import url_for_ids
+
+    with app.test_request_context("/"), pytest.raises(ValueError, match="exactly once"):
+        url_for_ids("charts.tracker", "patient_id", start=str(2**31 - 1))
