@@ -21,6 +21,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    literal,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -57,6 +59,12 @@ class AssessmentStatus(StrEnum):
 
 def _in_check(column: str, values) -> str:
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+# An entry waiting for sign-off. Queries that filter on it spell out the same literal (see
+# waiting_for_review) so both databases can prove the partial indexes apply.
+UNREVIEWED_SQL = f"status = '{AssessmentStatus.ACTIVE}' AND reviewed_at IS NULL"
+_UNREVIEWED_COLUMNS = ("observed_at", "id", "status", "reviewed_at")
 
 
 user_site = Table(
@@ -286,6 +294,25 @@ class Assessment(db.Model):
             "observed_at",
             "id",
         ),
+        # Entries waiting for sign-off, oldest first and per patient: the review queue, its
+        # count and its patient filter. Partial, so they hold only what waits (few rows where
+        # a clinic keeps up), and a backlog of thousands costs the queue one walk of its first
+        # page instead of sorting every entry of every patient. They carry status and
+        # reviewed_at too, so that they answer those queries alone: SQLite, which keeps no
+        # statistics unless told, then prefers them to ix_assessment_patient_observed.
+        Index(
+            "ix_assessment_unreviewed_observed",
+            *_UNREVIEWED_COLUMNS,
+            sqlite_where=text(UNREVIEWED_SQL),
+            postgresql_where=text(UNREVIEWED_SQL),
+        ),
+        Index(
+            "ix_assessment_unreviewed_patient",
+            "patient_id",
+            *_UNREVIEWED_COLUMNS,
+            sqlite_where=text(UNREVIEWED_SQL),
+            postgresql_where=text(UNREVIEWED_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -332,6 +359,17 @@ class Assessment(db.Model):
 
     def __repr__(self) -> str:
         return f"<Assessment {self.id} {self.scale_key}>"
+
+
+def waiting_for_review() -> tuple:
+    """The conditions of an entry waiting for sign-off, as the partial indexes state them
+    (``UNREVIEWED_SQL``). The status goes into the SQL as a literal, not a parameter:
+    PostgreSQL's reused (generic) plans cannot prove that ``status = $1`` matches a partial
+    index, and would go back to sorting every entry."""
+    return (
+        Assessment.status == literal(AssessmentStatus.ACTIVE.value, literal_execute=True),
+        Assessment.reviewed_at.is_(None),
+    )
 
 
 class ItemScore(db.Model):

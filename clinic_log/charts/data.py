@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import joinedload
 
 from ..extensions import db
-from ..models import Assessment, AssessmentStatus, Episode, Patient
+from ..models import Assessment, AssessmentStatus, Episode, Patient, waiting_for_review
 from ..scales import Scale
 from ..timeutil import zone
 from .series import (
@@ -290,8 +290,6 @@ def domain_table(rows: list[Assessment]) -> list[tuple[datetime, dict[str, int |
 def unreviewed_count(patient: Patient) -> int:
     return db.session.scalar(
         select(func.count(Assessment.id)).where(
-            Assessment.patient_id == patient.id,
-            Assessment.status == AssessmentStatus.ACTIVE,
-            Assessment.reviewed_at.is_(None),
+            Assessment.patient_id == patient.id, *waiting_for_review()
         )
     )

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import joinedload
 from werkzeug.security import check_password_hash
 
@@ -33,6 +33,7 @@ from ..models import (
     Signature,
     SiteAccessGrant,
     User,
+    waiting_for_review,
 )
 
 MEANING = "reviewed"
@@ -58,11 +59,7 @@ QUEUE_LIMIT = 500
 
 
 def _queue_conditions(user: User, patient_id: int | None, scale_key: str | None) -> list:
-    conditions = [
-        Patient.site_id.in_(user.site_ids),
-        Assessment.status == AssessmentStatus.ACTIVE,
-        Assessment.reviewed_at.is_(None),
-    ]
+    conditions = [Patient.site_id.in_(user.site_ids), *waiting_for_review()]
     if patient_id is not None:
         conditions.append(Assessment.patient_id == patient_id)
     if scale_key:
@@ -85,30 +82,43 @@ def queue(
     limit: int = QUEUE_LIMIT,
 ) -> list[QueueEntry]:
     """Unreviewed active entries at the user's sites, oldest observation first."""
+    # The page's ids first, from the partial indexes alone; then those entries with their
+    # patients and recorders. In one query, a backlog of 200,000 entries had every row read
+    # and sorted whole for a page of 500 (0.4 s); this way it is a few milliseconds.
+    page = (
+        select(Assessment.id)
+        .join(Assessment.patient)
+        .where(*_queue_conditions(user, patient_id, scale_key))
+        .order_by(Assessment.observed_at, Assessment.id)
+        .limit(limit)
+        .subquery()
+    )
     stmt = (
         select(Assessment)
-        .join(Assessment.patient)
+        .join(page, page.c.id == Assessment.id)
         .options(
             joinedload(Assessment.patient).joinedload(Patient.site),
             joinedload(Assessment.recorded_by),
         )
-        .where(
-            Patient.site_id.in_(user.site_ids),
-            Assessment.status == AssessmentStatus.ACTIVE,
-            Assessment.reviewed_at.is_(None),
-        )
         .order_by(Assessment.observed_at, Assessment.id)
-        .limit(limit)
     )
-    if patient_id is not None:
-        stmt = stmt.where(Assessment.patient_id == patient_id)
-    if scale_key:
-        stmt = stmt.where(Assessment.scale_key == scale_key)
     entries = db.session.scalars(stmt).unique().all()
     return [
         QueueEntry(a, a.recorded_by_id == user.id, signature)
         for a, signature in zip(entries, _last_signatures_before(entries), strict=True)
     ]
+
+
+def patients_waiting(user: User) -> list:
+    """(id, identifier, site id) of every patient at the user's sites with an entry waiting
+    for sign-off, by identifier: the queue's patient filter. One probe of the partial index
+    per patient, however many entries wait."""
+    waiting = exists().where(Assessment.patient_id == Patient.id, *waiting_for_review())
+    return db.session.execute(
+        select(Patient.id, Patient.identifier, Patient.site_id)
+        .where(Patient.site_id.in_(user.site_ids), waiting)
+        .order_by(Patient.identifier)
+    ).all()
 
 
 def _last_signatures_before(entries: list[Assessment]) -> list[Signature | None]:
@@ -238,8 +248,7 @@ def sign_patient_trend(user: User, patient: Patient, password: str, up_to: datet
     entries = db.session.scalars(
         select(Assessment).where(
             Assessment.patient_id == patient.id,
-            Assessment.status == AssessmentStatus.ACTIVE,
-            Assessment.reviewed_at.is_(None),
+            *waiting_for_review(),
             Assessment.recorded_by_id != user.id,
             Assessment.recorded_at <= up_to,
         )

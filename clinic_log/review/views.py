@@ -1,12 +1,11 @@
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
 from ..auth.guards import refuse, role_required
 from ..auth.reads import record_emergency_listing
 from ..extensions import db
 from ..forms import EmptyForm
-from ..models import Assessment, AssessmentStatus, Patient, Role, SiteAccessGrant
+from ..models import Role, SiteAccessGrant
 from ..scale_registry import scales
 from . import bp, services
 from .forms import SignForm
@@ -27,17 +26,7 @@ def _queue_page(error: str | None = None, status: int = 200):
         scale_key = None
     entries = services.queue(current_user, patient_id, scale_key)
     total = services.queue_size(current_user, patient_id, scale_key)
-    patients = db.session.execute(
-        select(Patient.id, Patient.identifier, Patient.site_id)
-        .join(Assessment, Assessment.patient_id == Patient.id)
-        .where(
-            Patient.site_id.in_(current_user.site_ids),
-            Assessment.status == AssessmentStatus.ACTIVE,
-            Assessment.reviewed_at.is_(None),
-        )
-        .distinct()
-        .order_by(Patient.identifier)
-    ).all()
+    patients = services.patients_waiting(current_user)
     html = render_template(
         "review/index.html",
         entries=entries,
