@@ -207,6 +207,10 @@ def measure_pages(run: Run, server) -> None:
     for name, username, path, target in (
         ("patient page", load_data.CLINICIAN, patient, True),
         ("dashboard", load_data.SUPERVISOR, "/dashboard/", True),
+        # No target: the two lists that grow with the data (every entry waits for review in
+        # the generated data; the patient list shows 200 of the 1,000 patients).
+        ("review queue", load_data.SUPERVISOR, "/review/", False),
+        ("patient list", load_data.CLINICIAN, "/patients/", False),
         ("chart, cached repeat", load_data.CLINICIAN, chart, False),
     ):
         print(f"  {name} ...", flush=True)
@@ -415,6 +419,8 @@ def statements_per_request(dataset, small_export: SmallExport | None) -> dict[st
     counts = {
         "patient page": counter.count(lambda: clinician.get(f"/patients/{patient_id}")),
         "dashboard": counter.count(lambda: supervisor.get("/dashboard/")),
+        "review queue": counter.count(lambda: supervisor.get("/review/")),
+        "patient list": counter.count(lambda: clinician.get("/patients/")),
         "chart, cached repeat": counter.count(lambda: clinician.get(chart)),
         "chart, cold render": counter.count(lambda: clinician.get(chart + "?end=2099-01-01")),
         "  its form GET": counter.count(lambda: clinician.get(form_path)),
