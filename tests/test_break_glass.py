@@ -456,6 +456,31 @@ def test_G11_grant_events_appear_in_the_sites_audit_trail(app, admin, login, ids
     assert REASON in trail
 
 
+def test_G11_a_grant_does_not_open_the_sites_audit_trail(
+    app, admin, login, ids, add_assessment, world, sup_south
+):
+    """A supervisor under a grant reaches the site's patients, not its trail of who did what:
+    that stays with the site's own supervisors."""
+    add_assessment(world["patient_s"], world["clin_s"])
+    add_assessment(world["patient_n"], world["clin_n"])
+    grant(admin, ids["sup_n"])
+    north_sup = login("sup.north")
+    assert north_sup.get(f"/patients/{ids['patient_s']}").status_code == 200  # the grant works
+
+    def trail(browser, query=""):  # the table of events, not the filter form above it
+        page = browser.get(f"/audit/{query}").get_data(as_text=True)
+        table = page.split('<table class="data audit">', 1)[1]
+        return " ".join(re.sub(r"<[^>]+>", " ", table).split())
+
+    own_trail = trail(north_sup)
+    assert "clin.north" in own_trail and "assessment create" in own_trail
+    assert "clin.south" not in own_trail
+    assert "emergency access use" not in own_trail  # at SOUTH: SOUTH's trail shows it
+    assert "No events match" in trail(north_sup, "?patient=S-001")
+    south_trail = trail(login("sup.south"))
+    assert "clin.south" in south_trail and "emergency access use" in south_trail
+
+
 def test_G11_lists_showing_the_granted_sites_patients_are_audited_once_per_list(
     app, admin, login, ids, add_assessment, world, sup_south
 ):

@@ -23,8 +23,13 @@ class AuditFilter:
 
 
 def visible_events(user: User, filters: AuditFilter):
-    """A select of the events this supervisor may see, newest first, filtered."""
-    site_ids = user.site_ids
+    """A select of the events this supervisor may see, newest first, filtered.
+
+    Only their own sites: an emergency grant opens another site's patients for their care,
+    not that site's trail of who did what (its staff's logins, corrections and reasons),
+    which stays with the site's own supervisors, who review the grant itself from it.
+    """
+    site_ids = user.member_site_ids
     colleagues = select(user_site.c.user_id).where(user_site.c.site_id.in_(site_ids))
     stmt = (
         select(AuditEvent)
