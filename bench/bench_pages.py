@@ -8,7 +8,9 @@ per page; about 5 minutes on 2 cores) or ``--quick`` (100 / 10,000 / 3 s; about 
    over the last 60 days (load_data.py).
 2. Serves a bare Flask app (load_bare_app.py: one sqlite3 query, a 20-row table), then
    clinic_log, then the bare app again, each with gunicorn, 2 gthread workers, on 127.0.0.1
-   and a free port. The ceiling is the mean of the two bare runs.
+   and a free port. The ceiling is the mean of the two bare runs. clinic_log is served with
+   two extra routes that answer "ok" after the per-request rules alone (load_floor_app.py),
+   so the table shows what those cost beside the pages.
 3. Drives each page from N logged-in keep-alive clients for a bounded time and request count
    (load_driver.py) and reports requests/s, the ratio to the ceiling, median and p95
    latency, and gunicorn's CPU time per request (from /proc: unlike requests/s it does not
@@ -187,7 +189,7 @@ def chart_png(run: Run) -> Path:
 def measure_app(run: Run) -> None:
     env = load_data.server_environment(run.dataset)
     log = run.workdir / "app.log"
-    with gunicorn("clinic_log:create_app()", env, log) as server:
+    with gunicorn("load_floor_app:app", env, log, pythonpath=str(BENCH_DIR)) as server:
         try:
             measure_pages(run, server)
             measure_entry(run, server)
@@ -205,6 +207,9 @@ def measure_pages(run: Run, server) -> None:
     patient = f"/patients/{run.patient_id}"
     chart = f"{patient}/charts/cows.png"
     for name, username, path, target in (
+        # The rules alone (load_floor_app.py): no page can cost less than these.
+        ("rules only: logged in", load_data.CLINICIAN, "/bench/floor", False),
+        ("  + patient guard", load_data.CLINICIAN, f"/bench/floor/{run.patient_id}", False),
         ("patient page", load_data.CLINICIAN, patient, True),
         ("dashboard", load_data.SUPERVISOR, "/dashboard/", True),
         # No target: the two lists that grow with the data (every entry waits for review in
