@@ -508,6 +508,12 @@ def _print_cached_chart(run: Run) -> None:
         f"{(run.workdir / 'chart.png').stat().st_size:,} bytes from the bare app: "
         f"{times:.2f}x its cost; <= 2x: {'met' if times <= 2 else 'MISSED'}"
     )
+    guard = next((row for row in run.rows if row.name == "  + patient guard"), None)
+    if guard is not None:
+        print(
+            f'  the rules and the patient guard alone, answering "ok": '
+            f"{png / guard.result.per_second:.2f}x its cost (the floor under any cached chart)"
+        )
 
 
 def _row_line(row: Row, ceiling: float) -> str:
