@@ -800,3 +800,24 @@ def test_the_migration_backfills_what_the_services_would_keep(tmp_path, empty_da
         assert summary_snapshot() == backfilled
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "total, page, pages, has_prev, has_next",
+    [
+        (0, 1, 1, False, False),
+        (25, 1, 1, False, False),
+        (26, 1, 2, False, True),
+        (26, 2, 2, True, False),
+    ],
+)
+def test_page_numbers(total, page, pages, has_prev, has_next):
+    from clinic_log.paging import PageNumbers
+
+    class Listing(PageNumbers):
+        def __init__(self):
+            self.page, self.per_page, self.total = page, 25, total
+
+    listing = Listing()
+    assert (listing.pages, listing.has_prev, listing.has_next) == (pages, has_prev, has_next)
+    assert (listing.prev_num, listing.next_num) == (page - 1, page + 1)

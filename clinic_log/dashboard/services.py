@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,6 +26,7 @@ from ..models import (
     Site,
     User,
 )
+from ..paging import PageNumbers
 from ..scales import Scale
 from .summary import SPARK_POINTS
 
@@ -73,17 +73,13 @@ class SiteCount:
 
 
 @dataclass
-class DashboardPage:
+class DashboardPage(PageNumbers):
     rows: list[DashboardRow]
     total: int  # patients with an open episode at the chosen sites
     page: int
     per_page: int
     sites: list[SiteCount]  # every site the user may see, with its count
     site: str | None  # the chosen site's code; None for all of them
-
-    @property
-    def pages(self) -> int:
-        return max(math.ceil(self.total / self.per_page), 1)
 
     @property
     def first(self) -> int:
@@ -93,14 +89,6 @@ class DashboardPage:
     @property
     def last(self) -> int:
         return self.first + len(self.rows) - 1 if self.rows else 0
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
 
 
 def dashboard_page(

@@ -14,6 +14,7 @@ from ..dashboard import summary as dashboard_summary
 from ..database import begin_write, now_utc
 from ..extensions import db
 from ..models import Assessment, Episode, Patient, Site, SubstanceContext, User
+from ..paging import PageNumbers
 from ..timeutil import implausible_time
 
 
@@ -260,33 +261,13 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
-class TimelinePage:
+class TimelinePage(PageNumbers):
     """A page of the timeline, newest observation first (the fields a pager needs)."""
 
     items: list[TimelineEntry]
     page: int
     per_page: int
     total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
-
-    @property
-    def prev_num(self) -> int:
-        return self.page - 1
-
-    @property
-    def next_num(self) -> int:
-        return self.page + 1
 
 
 def _timeline_statements():
