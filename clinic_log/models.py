@@ -301,8 +301,9 @@ class Assessment(db.Model):
         # count and its patient filter. Partial, so they hold only what waits (few rows where
         # a clinic keeps up), and a backlog of thousands costs the queue one walk of its first
         # page instead of sorting every entry of every patient. They carry status and
-        # reviewed_at too, so that they answer those queries alone: SQLite, which keeps no
-        # statistics unless told, then prefers them to ix_assessment_patient_observed.
+        # reviewed_at too, so that they answer the queue's page and count alone: SQLite,
+        # which keeps no statistics unless told, then prefers them to
+        # ix_assessment_patient_observed.
         Index(
             "ix_assessment_unreviewed_observed",
             *_UNREVIEWED_COLUMNS,
