@@ -7,6 +7,7 @@ the login token) lets the server end every session of a user at once.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .. import audit
 from ..database import begin_write
-from ..extensions import db
+from ..extensions import db, login_manager
 from ..models import Role, User
 from . import services
 
@@ -82,7 +83,26 @@ def init_app(app: Flask) -> None:
     app.extensions["clinic_log.login_limiter"] = LoginRateLimiter(
         int(app.config["LOGIN_ATTEMPTS_PER_MINUTE"])
     )
+    # Flask-Login's own fingerprint trusts X-Forwarded-For whoever sends it, so a copied
+    # cookie passed "strong" protection by naming the victim's address in that header.
+    login_manager._session_identifier_generator = session_identifier
     app.before_request(enforce_session_rules)
+
+
+def session_identifier() -> str:
+    """The fingerprint a session is bound to: the client address as the server trusts it
+    (ProxyFix rewrote it only with CLINIC_LOG_BEHIND_PROXY) and the user agent.
+
+    Built from the same text as Flask-Login's, so sessions made without the header survive
+    the change.
+    """
+    address = request.remote_addr
+    agent = request.headers.get("User-Agent")
+    base = (
+        f"{address.encode() if address is not None else None}|"
+        f"{agent.encode() if agent is not None else None}"
+    )
+    return hashlib.sha512(base.encode("utf8")).hexdigest()
 
 
 def login_allowed() -> bool:
