@@ -188,8 +188,21 @@ def _sign(user: User, assessment: Assessment, when: datetime) -> Signature:
     return signature
 
 
-def _refuse(user: User, assessment: Assessment | None, message: str, **details) -> None:
-    """Record a refused sign-off in its own transaction, then raise."""
+def _refuse(
+    user: User,
+    assessment: Assessment | None,
+    message: str,
+    *,
+    trend_of: Patient | None = None,
+    **details,
+) -> None:
+    """Record a refused sign-off in its own transaction, then raise.
+
+    It is written at the patient's site (of ``assessment``, or ``trend_of``), so
+    that site's supervisors see it and no other site's trail names the patient.
+    """
+    patient = assessment.patient if assessment is not None else trend_of
+    site_id, patient_id = (patient.site_id, patient.id) if patient is not None else (None, None)
     db.session.rollback()
     begin_write(db.session)
     audit.record(
@@ -197,8 +210,8 @@ def _refuse(user: User, assessment: Assessment | None, message: str, **details) 
         user=user,
         entity="assessment" if assessment else None,
         entity_id=assessment.id if assessment else None,
-        site_id=assessment.patient.site_id if assessment else None,
-        patient_id=assessment.patient_id if assessment else None,
+        site_id=site_id,
+        patient_id=patient_id,
         reason=message,
         details=details,
     )
@@ -212,6 +225,11 @@ def sign_assessment(user: User, assessment: Assessment, password: str, expected_
         active, it is already reviewed, or it changed since the page was opened.
     """
     begin_write(db.session)
+    # Locked until this transaction ends, so a second signer at the same moment waits and
+    # then reads the first one's signature instead of failing on a stale version (a 500).
+    db.session.execute(
+        select(Assessment.id).where(Assessment.id == assessment.id).with_for_update()
+    )
     db.session.refresh(assessment)
     try:
         _check_signer(user, password)
@@ -222,7 +240,9 @@ def sign_assessment(user: User, assessment: Assessment, password: str, expected_
         if assessment.status != AssessmentStatus.ACTIVE:
             raise ReviewError(None, f"This entry is {assessment.status}; sign its current version.")
         if assessment.reviewed_at is not None:
-            raise ReviewError(None, "This entry has already been signed off.")
+            raise ReviewError(
+                None, f"This entry has already been signed off by {assessment.reviewed_by_name}."
+            )
         if assessment.version != expected_version:
             raise ReviewError(None, "This entry changed while you were reviewing; look again.")
     except ReviewError as error:
@@ -243,15 +263,21 @@ def sign_patient_trend(user: User, patient: Patient, password: str, up_to: datet
     try:
         _check_signer(user, password)
     except ReviewError as error:
-        _refuse(user, None, error.message, patient=patient.id)
+        _refuse(user, None, error.message, trend_of=patient, patient=patient.id)
         raise
+    # Locked in id order, so two trend signers cannot deadlock; an entry another supervisor
+    # signed meanwhile no longer matches once its lock is released, and is left out.
     entries = db.session.scalars(
-        select(Assessment).where(
+        select(Assessment)
+        .where(
             Assessment.patient_id == patient.id,
             *waiting_for_review(),
             Assessment.recorded_by_id != user.id,
             Assessment.recorded_at <= up_to,
         )
+        .order_by(Assessment.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     when = now_utc()
     for assessment in entries:
