@@ -251,10 +251,22 @@ class Patient(db.Model):
         return next((e for e in self.episodes if e.ended_at is None), None)
 
 
+OPEN_EPISODE_SQL = "ended_at IS NULL"
+
+
 class Episode(db.Model):
     __table_args__ = (
         CheckConstraint(_in_check("substance_context", SubstanceContext), name="substance_known"),
         CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ends_after_start"),
+        # At most one open episode per patient, held by the database: two "new episode"
+        # posts at the same moment both pass the service's check on PostgreSQL.
+        Index(
+            "uq_episode_one_open_per_patient",
+            "patient_id",
+            unique=True,
+            sqlite_where=text(OPEN_EPISODE_SQL),
+            postgresql_where=text(OPEN_EPISODE_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

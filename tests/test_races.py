@@ -13,10 +13,12 @@ from datetime import timedelta
 
 import pytest
 from conftest import PASSWORD, Browser
+from flask_migrate import upgrade
 from pages import input_val
 from pages import readable_text as text_of
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select, text
 
+from clinic_log import create_app
 from clinic_log.database import now_utc
 from clinic_log.extensions import db
 from clinic_log.models import Assessment, Episode, Signature
@@ -167,3 +169,76 @@ def test_two_supervisors_signing_one_trend_at_once_sign_each_entry_once(
             select(Signature.assessment_id).where(Signature.assessment_id.in_(entries))
         ).all()
         assert sorted(signed) == sorted(entries), round_
+
+
+BEFORE_ONE_OPEN = "d42f8a1c6e37"
+ONE_OPEN = "be95cf866f89"
+
+
+def test_the_migration_stops_and_names_patients_with_two_open_episodes(
+    tmp_path, empty_database_url, capfd
+):
+    """Existing data that breaks the new rule is never repaired silently: which episode is
+    right is a clinician's decision."""
+    other = create_app({"DATABASE_URL": empty_database_url, "INSTANCE_PATH": str(tmp_path / "i")})
+    with other.app_context():
+        upgrade(revision=BEFORE_ONE_OPEN)
+        with db.engine.begin() as conn:
+            add_rows(conn)
+        with pytest.raises(SystemExit):
+            upgrade(revision=ONE_OPEN)
+        # What `flask db upgrade` prints ("Error: ..."), on one line.
+        message = capfd.readouterr().err
+        assert "NORTH N-001 (2 open)" in message
+        assert "N-002" not in message
+        assert "Nothing was changed" in message
+        with db.engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == BEFORE_ONE_OPEN
+        assert "uq_episode_one_open_per_patient" not in index_names(db.engine, "episode")
+
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE episode SET ended_at = :t WHERE id = 2"), {"t": now_utc()})
+        upgrade(revision=ONE_OPEN)
+        assert "uq_episode_one_open_per_patient" in index_names(db.engine, "episode")
+        db.engine.dispose()
+
+
+def index_names(engine, table) -> set[str]:
+    return {index["name"] for index in inspect(engine).get_indexes(table)}
+
+
+def add_rows(conn) -> None:
+    """A site, a user and two patients, written as the schema before this round stores them:
+    N-001 with two open episodes, N-002 with one."""
+    now = now_utc() - timedelta(days=1)
+    conn.execute(
+        text(
+            "INSERT INTO site (id, code, name, timezone, created_at)"
+            " VALUES (1, 'NORTH', 'North', 'Europe/London', :now)"
+        ),
+        {"now": now},
+    )
+    conn.execute(
+        text(
+            'INSERT INTO "user" (id, username, display_name, password_hash, role, active,'
+            " session_version, must_change_password, failed_login_count, created_at)"
+            " VALUES (1, 'clin', 'Clin', 'x', 'clinician', :yes, 1, :no, 0, :now)"
+        ),
+        {"now": now, "yes": True, "no": False},
+    )
+    for patient_id, identifier in ((1, "N-001"), (2, "N-002")):
+        conn.execute(
+            text(
+                "INSERT INTO patient (id, site_id, identifier, identifier_key, created_by_id,"
+                " created_at) VALUES (:id, 1, :identifier, :key, 1, :now)"
+            ),
+            {"id": patient_id, "identifier": identifier, "key": identifier.casefold(), "now": now},
+        )
+    for episode_id, patient_id in ((1, 1), (2, 1), (3, 2)):
+        conn.execute(
+            text(
+                "INSERT INTO episode (id, patient_id, started_at, substance_context, note,"
+                " created_by_id, created_at) VALUES (:id, :patient, :now, 'opioid', '', 1, :now)"
+            ),
+            {"id": episode_id, "patient": patient_id, "now": now},
+        )

@@ -189,7 +189,7 @@ def open_episode(
     """
     begin_write(db.session)
     if patient.open_episode is not None:
-        raise PatientRuleError("started_at", "End the open episode before opening a new one.")
+        raise _episode_still_open()
     _check_start(started_at)
     latest_end = db.session.scalar(
         select(func.max(Episode.ended_at)).where(Episode.patient_id == patient.id)
@@ -198,9 +198,30 @@ def open_episode(
         raise PatientRuleError(
             "started_at", "A new episode cannot start before the previous one ended."
         )
-    episode = _add_episode(user, patient, started_at, substance_context, note)
+    try:
+        episode = _add_episode(user, patient, started_at, substance_context, note)
+    except IntegrityError as exc:
+        # Another episode was opened between our check and this insert (a second post at
+        # the same moment); the database's one-open-episode index refused this one.
+        db.session.rollback()
+        if _has_open_episode(patient.id):
+            raise _episode_still_open() from exc
+        raise
     db.session.commit()
     return episode
+
+
+def _episode_still_open() -> PatientRuleError:
+    return PatientRuleError("started_at", "End the open episode before opening a new one.")
+
+
+def _has_open_episode(patient_id: int) -> bool:
+    return (
+        db.session.scalar(
+            select(Episode.id).where(Episode.patient_id == patient_id, Episode.ended_at.is_(None))
+        )
+        is not None
+    )
 
 
 def end_episode(user: User, episode: Episode, ended_at: datetime) -> Episode:
