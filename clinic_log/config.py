@@ -59,6 +59,9 @@ def load_config(app: Flask, overrides: dict | None) -> None:
         # A repeat view of the same thing by the same login within this window is covered by
         # the first audit line (auth/reads.py); 0 writes a line for every request.
         VIEW_AUDIT_WINDOW_MINUTES=15,
+        # A form posted as the session ended is held on the server for its user this long and
+        # offered back after their next login (auth/held.py); 0 holds nothing.
+        HELD_INPUT_MINUTES=30,
     )
     app.config.from_prefixed_env(prefix="CLINIC_LOG")
     if overrides:
@@ -117,6 +120,7 @@ def validate_config(config) -> None:
         ("IDLE_TIMEOUT_MINUTES", "minutes", 0, 12 * 60, False),
         ("SESSION_LIFETIME_HOURS", "hours", 0, 24, False),
         ("VIEW_AUDIT_WINDOW_MINUTES", "minutes", 0, 12 * 60, True),
+        ("HELD_INPUT_MINUTES", "minutes", 0, 24 * 60, True),
         ("LOGIN_ATTEMPTS_PER_MINUTE", "attempts", 1, 1_000_000, True),
         ("EXPORTS_PER_MINUTE", "exports", 1, 1_000_000, True),
     ):

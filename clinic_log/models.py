@@ -3,6 +3,7 @@ amended (a new row replaces the old) or voided, and audit events are append-only
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 
@@ -543,3 +544,32 @@ AUDIT_APPEND_ONLY_DDL = {
 def _audit_append_only(target, connection, **_kw) -> None:
     for statement in AUDIT_APPEND_ONLY_DDL.get(connection.dialect.name, []):
         connection.exec_driver_sql(statement)
+
+
+class HeldInput(db.Model):
+    """What a user typed into a form that the session rules refused (a timeout, a pending
+    password change or enrolment), held for that user only, for a short time, to be offered
+    back after their next login (``auth/held.py``).
+
+    Transient input, not a clinical record: it is deleted once restored, discarded or expired.
+    Passwords, codes and CSRF tokens are never held.
+    """
+
+    __table_args__ = (CheckConstraint("expires_at > held_at", name="expires_after_held"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(String(500))
+    # Which rule refused the post: idle, absolute, password (change pending), mfa (enrolment).
+    why: Mapped[str] = mapped_column(String(20))
+    # JSON: [[name, value], ...] in the order posted (a field may repeat).
+    form: Mapped[str] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    def __repr__(self) -> str:
+        return f"<HeldInput {self.id} user {self.user_id}>"
+
+    def fields(self) -> list[tuple[str, str]]:
+        return [(str(name), str(value)) for name, value in json.loads(self.form)]

@@ -229,6 +229,12 @@ def _show_refusal(_app, template, context, **_extra) -> None:
 before_render_template.connect(_show_refusal)
 
 
+def show_instead_of_csrf_error(message: str) -> None:
+    """For this request, a form re-rendered for want of a CSRF token shows ``message`` in
+    place of the "form expired" error (held input restored after a login, ``auth/held.py``)."""
+    setattr(g, _REFUSAL, message)
+
+
 # --------------------------------------------------------------------------- schema check
 
 

@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from flask import Flask, Response, abort, render_template, request, url_for
+from flask import Flask, Response, abort, g, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -123,6 +123,9 @@ def register_error_handlers(app: Flask) -> None:
         # Referer on HTTPS is refused outright, never re-run through the view.
         referrer_problem = "referrer" in (error.description or "").lower()
         redisplay = getattr(view, "redisplay_on_csrf_error", False) and not referrer_problem
+        # The form is shown again only to a session the session rules let through (they run
+        # before the CSRF check; a session they end or hold back never gets this far).
+        redisplay = redisplay and g.get("session_rules_passed", False)
         record_security_event("csrf_refused", {"reason": error.description})
         if request.method == "POST" and redisplay:
             try:

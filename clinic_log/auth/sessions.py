@@ -16,6 +16,7 @@ from flask import (
     Flask,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -30,7 +31,7 @@ from .. import audit
 from ..database import begin_write
 from ..extensions import db, login_manager
 from ..models import Role, User
-from . import services
+from . import held, services
 
 AUTH_AT = "auth_at"
 LAST_SEEN = "last_seen"
@@ -86,7 +87,11 @@ def init_app(app: Flask) -> None:
     # Flask-Login's own fingerprint trusts X-Forwarded-For whoever sends it, so a copied
     # cookie passed "strong" protection by naming the victim's address in that header.
     login_manager._session_identifier_generator = session_identifier
-    app.before_request(enforce_session_rules)
+    # First of all before-request hooks, whatever registers its own (Flask-WTF's CSRF check
+    # included) and in whichever order: a session these rules end or hold back never reaches
+    # a CSRF error page that re-shows a form, nor anything else.
+    app.before_request_funcs.setdefault(None, []).insert(0, enforce_session_rules)
+    held.init_app(app)
 
 
 def session_identifier() -> str:
@@ -126,6 +131,7 @@ def complete_login(user: User, next_page: str | None):
     # Kept to the microsecond: it also tells one login of a user from the next (auth/reads.py).
     session[AUTH_AT] = now
     session[LAST_SEEN] = int(now)
+    held.offer_after_login(user)
     return redirect(next_page or home_for(user))
 
 
@@ -161,8 +167,13 @@ def home_for(user: User) -> str:
 
 def enforce_session_rules():
     """Before every request: end a session that idled or lived too long, then send users who
-    must change their password or enrol a second factor to that page first."""
+    must change their password or enrol a second factor to that page first.
+
+    A request these rules let through is marked ``g.session_rules_passed``; only such a
+    request may have its form shown again after a CSRF failure (``web.csrf_error``).
+    """
     if request.endpoint == "static" or not current_user.is_authenticated:
+        g.session_rules_passed = True
         return None
     now = int(time.time())
     # Fractions are allowed (a short idle timeout for a kiosk); int() would turn 0.5 into 0.
@@ -175,24 +186,45 @@ def enforce_session_rules():
         # honest without re-signing and re-sending the cookie on every chart and page request.
         session[LAST_SEEN] = now
     user = current_user._get_current_object()
-    if request.endpoint in _ALWAYS_OPEN:
-        return None
-    if user.must_change_password and request.endpoint != "auth.password":
-        return redirect(url_for("auth.password"))
-    if mfa_required(user) and not user.totp_secret and request.endpoint != "auth.mfa_enrol":
-        return redirect(url_for("auth.mfa_enrol"))
+    if request.endpoint not in _ALWAYS_OPEN:
+        if user.must_change_password and request.endpoint != "auth.password":
+            return _held_back(user, "password", "auth.password", "change your password")
+        if mfa_required(user) and not user.totp_secret and request.endpoint != "auth.mfa_enrol":
+            return _held_back(user, "mfa", "auth.mfa_enrol", "set up one-time codes")
+    g.session_rules_passed = True
     return None
+
+
+def _held_back(user: User, why: str, endpoint: str, what_first: str):
+    """Send the user to the page they must pass first; a form they posted is held for them
+    and offered back after that (which starts a new login)."""
+    if request.method == "POST" and held.holdable():
+        begin_write(db.session)
+        held_id = held.hold(user.id, why)
+        db.session.commit()
+        if held_id is not None:
+            flash(
+                f"What you just submitted was NOT saved: you must {what_first} first. It is "
+                f"held for you for {held.minutes():g} minutes and offered back once you have.",
+                "warning",
+            )
+    return redirect(url_for(endpoint))
 
 
 def _time_out(idle_seconds: float, absolute: bool):
     user = current_user._get_current_object()
     begin_write(db.session)
+    # The form's content is kept on the server for this user only (never in the cookie).
+    held_id = held.hold(user.id, "absolute" if absolute else "idle")
+    details = {"kind": "absolute" if absolute else "idle", "path": request.path}
+    if held_id is not None:
+        details["held_input"] = held_id
     audit.record(
         "session_timeout",
         user=user,
         entity="user",
         entity_id=user.id,
-        details={"kind": "absolute" if absolute else "idle", "path": request.path},
+        details=details,
     )
     db.session.commit()
     logout_user()
@@ -203,10 +235,16 @@ def _time_out(idle_seconds: float, absolute: bool):
         else f"Your session ended after {idle_seconds / 60:g} minutes without activity"
     )
     if request.method == "POST":
-        # The form's content is not kept anywhere (no patient data in cookies): say so plainly.
+        # Nothing about the patient on this page: the login form and what became of the post.
         from .forms import LoginForm
 
-        message = f"{why}. What you just submitted was NOT saved: log in and enter it again."
+        if held_id is not None:
+            message = (
+                f"{why}. What you just submitted was NOT saved. It is held for you for "
+                f"{held.minutes():g} minutes: log in again and you can restore it."
+            )
+        else:
+            message = f"{why}. What you just submitted was NOT saved: log in and enter it again."
         return render_template("auth/login.html", form=LoginForm(), timeout=message), 401
     flash(f"{why}. Please log in again.", "info")
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
