@@ -11,13 +11,14 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, SecurityError
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, ValidationError
 
 from . import audit, storage
 from .auth import reads as auth_reads
 from .auth import sessions as auth_sessions
 from .database import begin_write, configure_sqlite, render_migration_type, retry_on_conflict
 from .extensions import csrf, db, login_manager, migrate
+from .params import ID_MAX, parse_id
 from .product import NO_ADVICE_NOTICE
 from .scale_registry import init_scales
 from .scales import NOT_ASSESSED_REASONS
@@ -58,11 +59,20 @@ def register_extensions(app: Flask, migrations_dir: str) -> None:
 
 
 class IdConverter(IntegerConverter):
-    """A database id: a positive integer that fits the id columns. Anything else is a 404,
-    never an overflow deep in the database driver."""
+    """A database id: a positive integer that fits the id columns (``params.parse_id``, the
+    rule for query strings too). Anything else is a 404, never an overflow deep in the
+    database driver."""
+
+    regex = r"[0-9]+"  # not \d: "/patients/１" is no address of patient 1
 
     def __init__(self, url_map):
-        super().__init__(url_map, min=1, max=2**31 - 1)
+        super().__init__(url_map, min=1, max=ID_MAX)
+
+    def to_python(self, value: str) -> int:
+        parsed = parse_id(value)
+        if parsed is None:
+            raise ValidationError()
+        return parsed
 
 
 def register_blueprints(app: Flask) -> None:

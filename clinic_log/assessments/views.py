@@ -8,6 +8,7 @@ from ..auth.reads import record_view
 from ..database import now_utc
 from ..forms import local_field_to_utc, redisplay_on_csrf_error
 from ..models import AssessmentStatus, Role
+from ..params import parse_id
 from ..review import services as review
 from ..review.forms import SignForm
 from ..scale_registry import get_scale
@@ -129,7 +130,9 @@ def _prefill(form, assessment, tz: str) -> None:
 
 
 def _version(raw) -> int:
-    return int(raw) if isinstance(raw, str) and raw.isdigit() and len(raw) < 10 else -1
+    """The version the form was opened on; -1 (a conflict) for anything no version can be."""
+    version = parse_id(raw)
+    return -1 if version is None else version
 
 
 @bp.route("/assessments/<id:assessment_id>/amend", methods=["GET", "POST"])

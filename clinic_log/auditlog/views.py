@@ -5,6 +5,7 @@ from ..auth.guards import role_required
 from ..charts.data import ChartRequestError, parse_window
 from ..extensions import db
 from ..models import Role
+from ..params import query_page
 from . import bp, services
 
 PER_PAGE = 100
@@ -29,7 +30,7 @@ def index():
     )
     page = db.paginate(
         services.visible_events(current_user, filters),
-        page=min(max(request.args.get("page", 1, type=int), 1), 100_000),
+        page=query_page(),
         per_page=PER_PAGE,
         error_out=False,
     )

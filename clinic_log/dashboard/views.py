@@ -7,6 +7,7 @@ from ..auth.guards import role_required
 from ..auth.reads import record_emergency_listing
 from ..database import now_utc
 from ..models import Role
+from ..params import query_page
 from ..scale_registry import scales
 from . import bp, services
 
@@ -22,7 +23,7 @@ def index():
         scales(),
         timedelta(hours=overdue_hours),
         now_utc(),
-        page=request.args.get("page", 1, type=int),
+        page=query_page(),
         site_code=request.args.get("site") or None,
     )
     html = render_template(

@@ -37,6 +37,7 @@ from ..models import (
     Site,
     User,
 )
+from ..params import parse_id
 from ..product import NO_ADVICE_NOTICE
 from ..scale_registry import scales
 from ..scales import NOT_ASSESSED_REASONS, Scale
@@ -128,9 +129,10 @@ def parse_request(args: Mapping[str, str], user: User) -> ExportRequest:
     patient = None
     patient_raw = (args.get("patient") or "").strip()
     if patient_raw:
-        if not (patient_raw.isdigit() and len(patient_raw) < 10):
+        patient_id = parse_id(patient_raw)
+        if patient_id is None:
             raise ExportError(404, "patient", "No such patient at your sites.")
-        patient = db.session.get(Patient, int(patient_raw))
+        patient = db.session.get(Patient, patient_id)
         if patient is None or patient.site_id not in {s.id for s in sites}:
             raise ExportError(404, "patient", "No such patient at your sites.")
 

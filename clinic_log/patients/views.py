@@ -8,6 +8,7 @@ from ..database import now_utc
 from ..extensions import db
 from ..forms import local_field_to_utc, redisplay_on_csrf_error
 from ..models import Site
+from ..params import query_page
 from ..scale_registry import scales
 from ..timeutil import to_local
 from . import bp, services
@@ -86,7 +87,7 @@ def new():
 def show(patient_id: int):
     """The patient's episodes and timeline of assessments, newest first."""
     patient = load_patient(patient_id)
-    page_number = min(max(request.args.get("page", 1, type=int), 1), services.MAX_PAGE)
+    page_number = query_page(maximum=services.MAX_PAGE)
     page = services.timeline(patient, page_number)
     html = render_template(
         "patients/show.html",

@@ -6,6 +6,7 @@ from ..auth.reads import record_emergency_listing
 from ..extensions import db
 from ..forms import EmptyForm
 from ..models import Role, SiteAccessGrant
+from ..params import query_id
 from ..scale_registry import scales
 from . import bp, services
 from .forms import SignForm
@@ -20,7 +21,7 @@ def index():
 
 
 def _queue_page(error: str | None = None, status: int = 200):
-    patient_id = request.args.get("patient", type=int)
+    patient_id = query_id("patient")
     scale_key = request.args.get("scale") or None
     if scale_key not in scales():
         scale_key = None
