@@ -522,6 +522,24 @@ class AuditEvent(db.Model):
         return f"<AuditEvent {self.id} {self.action}>"
 
 
+class LoginAttempt(db.Model):
+    """One login attempt (password or code) from one client address, recorded before it is
+    checked: the per-address rate limit counts these, so it holds across every worker.
+
+    A counter, not a record: rows older than the window are deleted as new attempts come in.
+    The outcome of each attempt is in the audit trail.
+    """
+
+    __table_args__ = (Index("ix_login_attempt_address_at", "address", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    def __repr__(self) -> str:
+        return f"<LoginAttempt {self.id} {self.address}>"
+
+
 # The database itself refuses to change or remove an audit event, whatever code asks. The
 # same statements are in the migration; these cover tables built from the models (tests).
 AUDIT_APPEND_ONLY_DDL = {

@@ -106,3 +106,61 @@ def test_behind_a_proxy_the_forwarded_address_is_the_client(app, world):
     finally:
         with proxied.app_context():
             db.engine.dispose()
+
+
+# --------------------------------------------------------------------------- R09 rate limit
+
+
+def attempt(browser: Browser, username="nobody.here"):
+    return browser.post("/login", {"username": username, "password": "not the password!"})
+
+
+def test_the_login_rate_limit_holds_across_workers(app, world):
+    """Workers share nothing but the database: an address's attempts on one worker count
+    on every other."""
+    app.config["LOGIN_ATTEMPTS_PER_MINUTE"] = 3
+    app.extensions["clinic_log.login_limiter"].limit = 3
+    other = worker(app, LOGIN_ATTEMPTS_PER_MINUTE=3)
+    try:
+        here, there = from_address(app, REAL), from_address(other, REAL)
+        codes = [attempt(b).status_code for b in (here, there, here, there, here)]
+        elsewhere = attempt(from_address(other, ATTACKER)).status_code
+    finally:
+        with other.app_context():
+            db.engine.dispose()
+    assert codes == [200, 200, 200, 429, 429]
+    assert elsewhere == 200
+    assert [ip for ip, _ in events(app, "login_rate_limited")] == [REAL, REAL]
+
+
+def test_parallel_attempts_from_one_address_on_two_workers_stay_within_the_limit(app, world):
+    """Attempts are counted before the password is checked, one address at a time, so
+    attempts sent all at once cannot slip past the limit."""
+    from test_races import race
+
+    limit, per_worker = 3, 4
+    app.extensions["clinic_log.login_limiter"].limit = limit
+    other = worker(app, LOGIN_ATTEMPTS_PER_MINUTE=limit)
+    try:
+        browsers = [from_address(a, REAL) for a in (app, other) for _ in range(per_worker)]
+        for browser in browsers:
+            browser.token = browser.csrf_token("/login")
+        results = race(
+            *(
+                lambda b=b: b.client.post(
+                    "/login",
+                    data={
+                        "csrf_token": b.token,
+                        "username": "nobody.here",
+                        "password": "not the password!",
+                    },
+                )
+                for b in browsers
+            )
+        )
+    finally:
+        with other.app_context():
+            db.engine.dispose()
+    codes = sorted(getattr(r, "status_code", repr(r)) for r in results)
+    assert codes == [200] * limit + [429] * (2 * per_worker - limit)
+    assert len(events(app, "login_rate_limited")) == 2 * per_worker - limit

@@ -8,9 +8,7 @@ the login token) lets the server end every session of a user at once.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import deque
 
 from flask import (
     Flask,
@@ -32,6 +30,7 @@ from ..database import begin_write
 from ..extensions import db, login_manager
 from ..models import Role, User
 from . import held, services
+from .ratelimit import LoginRateLimiter
 
 AUTH_AT = "auth_at"
 LAST_SEEN = "last_seen"
@@ -47,34 +46,6 @@ class SecureWhenHttpsSessionInterface(SecureCookieSessionInterface):
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
-
-
-class LoginRateLimiter:
-    """At most ``limit`` login attempts a minute from one address, in this process.
-
-    A coarse brake on spraying many accounts from one place; the per-account lockout lives
-    in the database and holds across workers.
-    """
-
-    def __init__(self, limit: int, window: float = 60.0):
-        self.limit = limit
-        self.window = window
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return False
-            hits.append(now)
-            if len(self._hits) > 10_000:  # forget idle addresses
-                for idle in [k for k, v in self._hits.items() if not v]:
-                    del self._hits[idle]
-            return True
 
 
 def init_app(app: Flask) -> None:
