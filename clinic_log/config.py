@@ -51,6 +51,8 @@ def load_config(app: Flask, overrides: dict | None) -> None:
         SESSION_LIFETIME_HOURS=12,
         LOGIN_ATTEMPTS_PER_MINUTE=10,  # per client address, on top of the per-account lockout
         EXPORTS_PER_MINUTE=20,  # CSV exports one user may start in a minute, all workers together
+        # An administrator's one-time password stops working this long after it was issued.
+        ONE_TIME_PASSWORD_HOURS=72,
         REQUIRE_MFA=None,  # None: required for admins and supervisors unless DEMO or TESTING
         BEHIND_PROXY=False,  # trust one proxy's X-Forwarded-For/Proto (TLS terminated there)
         # Host names this app answers to; any other Host header is refused (400). A deployment
@@ -123,6 +125,7 @@ def validate_config(config) -> None:
         ("HELD_INPUT_MINUTES", "minutes", 0, 24 * 60, True),
         ("LOGIN_ATTEMPTS_PER_MINUTE", "attempts", 1, 1_000_000, True),
         ("EXPORTS_PER_MINUTE", "exports", 1, 1_000_000, True),
+        ("ONE_TIME_PASSWORD_HOURS", "hours", 0, 24 * 365, False),
     ):
         _check_number(config, name, unit, low, high, low_allowed)
 

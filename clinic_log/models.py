@@ -99,8 +99,13 @@ class User(UserMixin, db.Model):
     # Part of the login token: bumping it ends every session of this user on every worker.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Password (and code) tries in the current run, counted before each is checked, so that
+    # parallel tries can never exceed the limit; the run ends after a quiet lockout window.
     failed_login_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_try_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set with a one-time password from an administrator; unset once the user chose their own.
+    one_time_password_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Time-based one-time codes (second factor): the shared secret once enrolled, and the
     # last time step accepted, so a code cannot be used twice.

@@ -231,12 +231,16 @@ def test_must_change_password_comes_before_anything_else(browser, world, app):
 # --- second factor ----------------------------------------------------------------------------
 
 
-def enrol(browser):
+def secret_on_page(browser):
     page = browser.get("/account/mfa").get_data(as_text=True)
-    secret = page.split('name="secret" type="hidden" value="')[1].split('"')[0]
+    return page.split('<code class="secret">')[1].split("<")[0]
+
+
+def enrol(browser):
+    secret = secret_on_page(browser)
     response = browser.post(
         "/account/mfa",
-        {"secret": secret, "code": pyotp.TOTP(secret).now()},
+        {"password": PASSWORD, "code": pyotp.TOTP(secret).now()},
         token_from="/account/mfa",
     )
     assert response.status_code == 302, response.get_data(as_text=True)
@@ -267,10 +271,9 @@ def test_enrolled_user_needs_a_code_and_a_code_works_once(make_browser, world, a
 
 def test_enrolment_refuses_a_wrong_code(browser, world):
     browser.login("clin.north")
-    page = browser.get("/account/mfa").get_data(as_text=True)
-    secret = page.split('name="secret" type="hidden" value="')[1].split('"')[0]
+    secret_on_page(browser)
     response = browser.post(
-        "/account/mfa", {"secret": secret, "code": "123456"}, token_from="/account/mfa"
+        "/account/mfa", {"password": PASSWORD, "code": "123456"}, token_from="/account/mfa"
     )
     assert response.status_code == 422 and "does not match" in response.get_data(as_text=True)
     assert "<svg" in response.get_data(as_text=True)

@@ -25,6 +25,7 @@ from ..auth.services import (
     create_site,
     create_user,
     hash_password,
+    one_time_password_expiry,
 )
 from ..database import begin_write, now_utc
 from ..extensions import db
@@ -197,6 +198,7 @@ def add_account(
             display_name=display_name,
             actor=actor,
             must_change_password=True,
+            one_time_password_expires_at=one_time_password_expiry(),
         )
     except AccountError as error:  # a rule create_user has and this function does not (yet)
         raise AdminRuleError(str(error), getattr(error, "field", None)) from error
@@ -281,6 +283,7 @@ def reset_password(actor: User, target: User) -> str:
     }
     target.password_hash = hash_password(password)
     target.must_change_password = True
+    target.one_time_password_expires_at = one_time_password_expiry()
     target.failed_login_count = 0
     target.locked_until = None
     _end_sessions(target)

@@ -1,7 +1,5 @@
-import re
-
-from wtforms import HiddenField, PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length
 
 from ..forms import BaseForm, refuse_control_characters
 
@@ -35,16 +33,15 @@ class PasswordChangeForm(BaseForm):
     )
 
 
-_BASE32_SECRET = re.compile(r"^[A-Z2-7]{32}$")
-
-
 class EnrolForm(BaseForm):
-    secret = HiddenField()
+    # Passwords are not stripped: a space is a legitimate character in a passphrase.
+    password = PasswordField(
+        "Your password", validators=[DataRequired("Enter your password."), Length(max=1024)]
+    )
+    current_code = StringField(
+        "6-digit code now shown by your current app", validators=[Length(max=12)]
+    )
     code = StringField(
         "6-digit code now shown by your app",
         validators=[DataRequired("Enter the code your app shows."), Length(max=12)],
     )
-
-    def validate_secret(self, field):
-        if not _BASE32_SECRET.match(field.data or ""):
-            raise ValidationError("The enrolment expired; reload the page and scan again.")

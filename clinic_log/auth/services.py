@@ -6,13 +6,13 @@ import re
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .. import audit
 from ..database import begin_write, now_utc
 from ..extensions import db
-from ..models import AuditEvent, Role, Site, User
+from ..models import Role, Site, User
 from ..timeutil import zone
 from . import mfa
 from .passwords import password_problem
@@ -85,6 +85,7 @@ def create_user(
     display_name: str | None = None,
     actor: User | None = None,
     must_change_password: bool = False,
+    one_time_password_expires_at: datetime | None = None,
 ) -> User:
     """Create an account with a hashed password, a role and its sites.
 
@@ -116,6 +117,7 @@ def create_user(
         role=role,
         sites=list(sites),
         must_change_password=must_change_password,
+        one_time_password_expires_at=one_time_password_expires_at,
     )
     db.session.add(user)
     db.session.flush()
@@ -134,6 +136,22 @@ LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
 LOCKOUT_DURATION = timedelta(minutes=15)
 
+EXPIRED_ONE_TIME_MESSAGE = "This one-time password has expired: ask an administrator for a new one."
+
+
+class PasswordRefused(AccountError):
+    """A password or code typed again to confirm an action was wrong, or the account is
+    locked (then nothing was checked)."""
+
+
+class SessionEnded(Exception):
+    """A wrong password typed again locked the account, and every session of the user has
+    ended, the one it was typed in included. The web layer logs out and shows ``message``."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
 
 def find_user(username: str) -> User | None:
     return db.session.scalar(
@@ -145,20 +163,223 @@ def is_locked(user: User, now: datetime | None = None) -> bool:
     return user.locked_until is not None and user.locked_until > (now or now_utc())
 
 
+# --------------------------------------------------------------------------- counted tries
+#
+# Every password or code a person types (to log in, or again to sign or to change a
+# credential) is one try. A try is counted *before* it is checked, in one UPDATE, so tries
+# sent in parallel are counted one after the other on every database and no more than
+# LOCKOUT_FAILURES of them are ever checked in a run. The try that uses the run's last one and
+# fails locks the account. A run ends with a right password, an administrator's unlock or
+# reset, or LOCKOUT_WINDOW without a try: five failures within 15 minutes always lock.
+
+
+def _claim_try(user_id: int) -> int | None:
+    """Count one try of ``user_id``; its number in the run, or None when the account is
+    locked or the run's tries are all taken (the last ones may still be being checked)."""
+    now = now_utc()
+    new_run = or_(
+        User.last_try_at.is_(None),
+        User.last_try_at <= now - LOCKOUT_WINDOW,
+        User.locked_until.is_not(None),  # a lock that has run out (locked ones never match)
+    )
+    begin_write(db.session)
+    tries = db.session.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            or_(User.locked_until.is_(None), User.locked_until <= now),
+            or_(new_run, User.failed_login_count < LOCKOUT_FAILURES),
+        )
+        .values(
+            failed_login_count=case((new_run, 1), else_=User.failed_login_count + 1),
+            last_try_at=now,
+            locked_until=None,
+        )
+        .returning(User.failed_login_count)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    # Committed before the check, so parallel tries see it (and no lock is held meanwhile).
+    db.session.commit()
+    return tries
+
+
+def _release_try(user_id: int) -> None:
+    """Uncount a right password whose login still waits for its code (that counts itself)."""
+    begin_write(db.session)
+    db.session.execute(
+        update(User)
+        .where(User.id == user_id, User.failed_login_count > 0)
+        .values(failed_login_count=User.failed_login_count - 1)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def _reset_tries(user_id: int) -> None:
+    """A right password ends the run, as a login does."""
+    begin_write(db.session)
+    db.session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(failed_login_count=0, last_try_at=None, locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def _record_failure(
+    action: str,
+    user_id: int | None,
+    username: str,
+    details: dict,
+    *,
+    tries: int | None,
+    logged_in: bool = False,
+) -> bool:
+    """Audit a wrong password or code; lock the account when it used the run's last try
+    (and then, for a try made inside a session, end every session of the user). True when
+    this try locked the account."""
+    now = now_utc()
+    begin_write(db.session)
+    locked = False
+    if user_id is not None and tries is not None and tries >= LOCKOUT_FAILURES:
+        until = now + LOCKOUT_DURATION
+        values = {"locked_until": until}
+        if logged_in:
+            # A new session version makes every session cookie of the user worthless.
+            values["session_version"] = User.session_version + 1
+        # Not when a right password ended the run meanwhile.
+        locked = (
+            db.session.execute(
+                update(User)
+                .where(User.id == user_id, User.failed_login_count >= LOCKOUT_FAILURES)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            == 1
+        )
+    audit.record(
+        action,
+        user_id=user_id if logged_in else None,
+        username=username.strip()[:64],
+        entity="user",
+        entity_id=user_id,
+        details=details,
+    )
+    if locked:
+        audit.record(
+            "account_locked",
+            user_id=user_id if logged_in else None,
+            username=username,
+            entity="user",
+            entity_id=user_id,
+            details={
+                **{k: v for k, v in details.items() if k in ("purpose", "step")},
+                "failures": tries,
+                "until": until.isoformat(),
+                "sessions_ended": logged_in,
+            },
+        )
+    db.session.commit()
+    return locked
+
+
 def authenticate(username: str, password: str) -> User | None:
-    """Return the active, unlocked user whose password matches, else None.
+    """Return the active, unlocked user whose password matches, else None; a wrong password
+    is counted toward the lockout and audited here.
 
     Unknown users cost one hash check too, so timing does not reveal which usernames exist;
     a locked account answers exactly like a wrong password.
+
+    :raise AccountError: the password is an administrator's one-time password that has
+        expired (said only to someone who typed it right).
     """
     user = find_user(username)
+    details = {"step": "password", "locked": False}
     if user is None:
         check_password_hash(_dummy_hash(), password)
+        _record_failure("login_failure", None, username, details, tries=None)
         return None
-    matches = check_password_hash(user.password_hash, password)
-    if not matches or not user.active or is_locked(user):
+    user_id, name = user.id, user.username
+    tries = _claim_try(user_id)
+    if tries is None:
+        check_password_hash(_dummy_hash(), password)  # the same work as a real check
+        _record_failure("login_failure", user_id, name, {**details, "locked": True}, tries=None)
         return None
+    user = db.session.get(User, user_id)
+    if not check_password_hash(user.password_hash, password) or not user.active:
+        _record_failure("login_failure", user_id, name, details, tries=tries)
+        return None
+    if one_time_password_expired(user):
+        _release_try(user_id)
+        begin_write(db.session)
+        audit.record(
+            "one_time_password_expired",
+            username=name,
+            entity="user",
+            entity_id=user_id,
+            details={"expired_at": user.one_time_password_expires_at.isoformat()},
+        )
+        db.session.commit()
+        raise AccountError(EXPIRED_ONE_TIME_MESSAGE, field="password")
+    if user.totp_secret:
+        _release_try(user_id)  # the code step counts a try of its own
     return user
+
+
+def one_time_password_expired(user: User, now: datetime | None = None) -> bool:
+    expires = user.one_time_password_expires_at
+    return user.must_change_password and expires is not None and expires <= (now or now_utc())
+
+
+def one_time_password_expiry() -> datetime:
+    """When a one-time password issued now stops working (``ONE_TIME_PASSWORD_HOURS``)."""
+    return now_utc() + timedelta(hours=float(current_app.config["ONE_TIME_PASSWORD_HOURS"]))
+
+
+def confirm_password(user: User, password: str, purpose: str, *, wrong: str, field: str) -> None:
+    """Check a password typed again to sign or to change a credential. It is a try like a
+    login's: counted toward the lockout first, audited when wrong (``reentry_failure`` with
+    the ``purpose``), and a right one ends the run.
+
+    :raise PasswordRefused: wrong (message ``wrong``), or the account is locked.
+    :raise SessionEnded: this wrong password locked the account; every session has ended.
+    """
+    user_id, name = user.id, user.username
+    if not password:
+        raise PasswordRefused(wrong, field=field)
+    details = {"purpose": purpose, "step": "password", "locked": False}
+    tries = _claim_try(user_id)
+    if tries is None:
+        check_password_hash(_dummy_hash(), password)
+        _record_failure(
+            "reentry_failure",
+            user_id,
+            name,
+            {**details, "locked": True},
+            tries=None,
+            logged_in=True,
+        )
+        raise PasswordRefused(LOCKED_MESSAGE, field=field)
+    if check_password_hash(db.session.get(User, user_id).password_hash, password):
+        _reset_tries(user_id)
+        return
+    if _record_failure("reentry_failure", user_id, name, details, tries=tries, logged_in=True):
+        raise SessionEnded(_locked_out_message(wrong))
+    raise PasswordRefused(wrong, field=field)
+
+
+LOCKED_MESSAGE = (
+    "Your account is locked after too many wrong passwords: try again in 15 minutes, "
+    "or ask an administrator to unlock it."
+)
+
+
+def _locked_out_message(wrong: str) -> str:
+    return (
+        f"{wrong} After {LOCKOUT_FAILURES} wrong passwords your account is locked for "
+        f"{LOCKOUT_DURATION.seconds // 60} minutes, and you are logged out."
+    )
 
 
 def _dummy_hash() -> str:
@@ -173,61 +394,9 @@ def record_login(user: User) -> None:
     begin_write(db.session)
     user.last_login_at = now_utc()
     user.failed_login_count = 0
+    user.last_try_at = None
     user.locked_until = None
     audit.record("login_success", user=user, entity="user", entity_id=user.id)
-    db.session.commit()
-
-
-def record_failed_login(username: str, *, step: str = "password") -> None:
-    """Count a failed attempt; the fifth within 15 minutes locks the account for 15 minutes.
-
-    The attempts are counted from the audit trail itself, so every worker sees the same
-    number and nothing extra has to be stored.
-    """
-    begin_write(db.session)
-    user = find_user(username)
-    now = now_utc()
-    details = {"step": step}
-    if user is not None:
-        user.failed_login_count += 1
-        details["locked"] = is_locked(user, now)
-        # Count from the last fresh start: a login, an unlock or a password reset.
-        fresh_start = db.session.scalar(
-            select(func.max(AuditEvent.at)).where(
-                AuditEvent.action.in_(("user_unlock", "user_password_reset")),
-                AuditEvent.entity == "user",
-                AuditEvent.entity_id == user.id,
-            )
-        )
-        since = max(
-            t for t in (now - LOCKOUT_WINDOW, user.last_login_at, fresh_start) if t is not None
-        )
-        earlier = db.session.scalar(
-            select(func.count(AuditEvent.id)).where(
-                AuditEvent.action == "login_failure",
-                AuditEvent.entity == "user",
-                AuditEvent.entity_id == user.id,
-                AuditEvent.at >= since,
-            )
-        )
-    audit.record(
-        "login_failure",
-        user=None,
-        username=username.strip()[:64],
-        entity="user",
-        entity_id=user.id if user else None,
-        details=details,
-    )
-    if user is not None and not is_locked(user, now) and earlier + 1 >= LOCKOUT_FAILURES:
-        user.locked_until = now + LOCKOUT_DURATION
-        audit.record(
-            "account_locked",
-            user=None,
-            username=user.username,
-            entity="user",
-            entity_id=user.id,
-            details={"failures": earlier + 1, "until": user.locked_until.isoformat()},
-        )
     db.session.commit()
 
 
@@ -242,50 +411,130 @@ def record_logout(user: User) -> None:
 def change_password(user: User, current: str, new: str) -> None:
     """Set a new password after checking the current one; every other session ends.
 
-    :raise AccountError: the current password is wrong, or the new one breaks the rules or
-        equals the current one. ``field`` names the form field.
+    :raise AccountError: the current password is wrong (counted toward the lockout), or the
+        new one breaks the rules or equals the current one. ``field`` names the form field.
+    :raise SessionEnded: the wrong current password locked the account.
     """
-    begin_write(db.session)
-    if not check_password_hash(user.password_hash, current):
-        raise AccountError("Your current password is not right.", field="current_password")
     if current == new:
         raise AccountError("Choose a password different from the current one.", field="password")
     problem = password_problem(new, user.username)
     if problem:
         raise AccountError(problem, field="password")
+    confirm_password(
+        user,
+        current,
+        "password_change",
+        wrong="Your current password is not right.",
+        field="current_password",
+    )
+    begin_write(db.session)
+    user = db.session.get(User, user.id)
     user.password_hash = hash_password(new)
     user.must_change_password = False
+    user.one_time_password_expires_at = None
     user.session_version += 1
     audit.record("password_change", user=user, entity="user", entity_id=user.id)
     db.session.commit()
 
 
-def enrol_second_factor(user: User, secret: str, code: str) -> None:
-    """Turn on one-time codes once the user proves their app shows the right code.
+def change_second_factor(
+    user: User, password: str, current_code: str | None, secret: str, code: str
+) -> None:
+    """Turn on one-time codes, or move them to a new app, once the user has typed their
+    password (and, when codes are already on, a code from the current app) and proved the
+    new app shows the right code. ``secret`` is the one this server generated and kept.
 
-    :raise AccountError: the code does not match this secret.
+    :raise AccountError: a code is missing or does not match (``field`` names it); a wrong
+        password or current code is counted toward the lockout and audited.
+    :raise SessionEnded: a wrong password or current code locked the account.
     """
-    begin_write(db.session)
+    confirm_password(
+        user, password, "mfa_change", wrong="That is not your password.", field="password"
+    )
+    user = db.session.get(User, user.id)
+    if user.totp_secret:
+        if not (current_code or "").strip():
+            raise AccountError("Enter the code your current app shows now.", field="current_code")
+        if not confirm_code(user, current_code, "mfa_change"):
+            raise AccountError(
+                "That code from your current app is not right, or it was already used.",
+                field="current_code",
+            )
     step = mfa.accepted_step(secret, code, None)
     if step is None:
         raise AccountError(
             "That code does not match. Check the clock of your phone and try the next code.",
             field="code",
         )
+    begin_write(db.session)
+    user = db.session.get(User, user.id)
+    replaced = bool(user.totp_secret)
     user.totp_secret = secret
     user.totp_last_step = step
     user.session_version += 1
-    audit.record("mfa_enrol", user=user, entity="user", entity_id=user.id)
+    audit.record(
+        "mfa_enrol", user=user, entity="user", entity_id=user.id, details={"replaced": replaced}
+    )
     db.session.commit()
 
 
-def check_second_factor(user: User, code: str) -> bool:
-    """Accept a one-time code once (a used code is refused even within its 30 seconds)."""
-    begin_write(db.session)
-    step = mfa.accepted_step(user.totp_secret or "", code, user.totp_last_step)
+def _use_code(user_id: int, secret: str, code: str) -> bool:
+    """Accept a one-time code once: its time step is recorded by one conditional UPDATE, so
+    of two requests with the same code (even in parallel) only one gets it."""
+    step = mfa.accepted_step(secret, code, None)
     if step is None:
-        db.session.rollback()
         return False
-    user.totp_last_step = step
+    begin_write(db.session)
+    used = db.session.execute(
+        update(User)
+        .where(
+            User.id == user_id,
+            User.totp_secret == secret,
+            or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    ).rowcount
     db.session.commit()
-    return True
+    return used == 1
+
+
+def check_login_code(user: User, code: str) -> bool:
+    """The login's second step: a try like a password's (counted first, audited as a
+    ``login_failure`` when wrong, locking at the limit); the code is accepted once."""
+    user_id, name, secret = user.id, user.username, user.totp_secret or ""
+    details = {"step": "code", "locked": False}
+    tries = _claim_try(user_id)
+    if tries is None:
+        _record_failure("login_failure", user_id, name, {**details, "locked": True}, tries=None)
+        return False
+    if _use_code(user_id, secret, code):
+        return True  # the login that follows ends the run
+    _record_failure("login_failure", user_id, name, details, tries=tries)
+    return False
+
+
+def confirm_code(user: User, code: str, purpose: str) -> bool:
+    """A code from the current app typed again inside a session: a try like a password's.
+
+    :raise SessionEnded: this wrong code locked the account; every session has ended.
+    """
+    user_id, name, secret = user.id, user.username, user.totp_secret or ""
+    details = {"purpose": purpose, "step": "code", "locked": False}
+    tries = _claim_try(user_id)
+    if tries is None:
+        _record_failure(
+            "reentry_failure",
+            user_id,
+            name,
+            {**details, "locked": True},
+            tries=None,
+            logged_in=True,
+        )
+        return False
+    if _use_code(user_id, secret, code):
+        _reset_tries(user_id)
+        return True
+    if _record_failure("reentry_failure", user_id, name, details, tries=tries, logged_in=True):
+        raise SessionEnded(_locked_out_message("That code is not right."))
+    return False

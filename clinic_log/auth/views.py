@@ -11,6 +11,7 @@ from ..forms import EmptyForm
 from . import bp, mfa, services, sessions
 from .forms import CodeForm, EnrolForm, LoginForm, PasswordChangeForm
 
+ENROLMENT = "mfa_enrolment"  # the session key of the secret being enrolled
 LOGIN_FAILED = (
     "Unknown username or wrong password. After 5 failed attempts an account is locked "
     "for 15 minutes."
@@ -40,9 +41,12 @@ def login():
         _audit_rate_limited()
         return render_template("auth/login.html", form=form, too_many=True), 429
     if form.validate_on_submit():
-        user = services.authenticate(form.username.data, form.password.data)
+        try:
+            user = services.authenticate(form.username.data, form.password.data)
+        except services.AccountError as error:  # an expired one-time password
+            form.password.errors.append(error.message)
+            return render_template("auth/login.html", form=form), 200
         if user is None:
-            services.record_failed_login(form.username.data)
             form.password.errors.append(LOGIN_FAILED)
             return render_template("auth/login.html", form=form), 200
         next_page = safe_next(request.args.get("next"))
@@ -70,9 +74,8 @@ def login_code():
         _audit_rate_limited()
         abort(429)
     if form.validate_on_submit():
-        if not services.is_locked(user) and services.check_second_factor(user, form.code.data):
+        if services.check_login_code(user, form.code.data):
             return sessions.complete_login(user, next_page)
-        services.record_failed_login(user.username, step="code")
         form.code.errors.append("That code is not right, or it was already used.")
     return render_template("auth/code.html", form=form), 200 if request.method == "GET" else 422
 
@@ -112,21 +115,25 @@ def password():
 @bp.route("/account/mfa", methods=["GET", "POST"])
 @login_required
 def mfa_enrol():
-    """Enrol an authenticator app for one-time codes."""
+    """Turn on one-time codes, or move them to a new authenticator app."""
     user = current_user._get_current_object()
+    enrolled = bool(user.totp_secret)
     form = EnrolForm()
-    if request.method == "GET":
-        form.secret.data = mfa.new_secret()
-    elif form.validate_on_submit():
+    # The secret is generated here and kept in the signed session; it is never read from
+    # the form, so nobody can choose it for someone else.
+    secret = session.get(ENROLMENT)
+    if not secret:
+        secret = session[ENROLMENT] = mfa.new_secret()
+    if form.validate_on_submit():
         try:
-            services.enrol_second_factor(user, form.secret.data, form.code.data)
+            services.change_second_factor(
+                user, form.password.data, form.current_code.data, secret, form.code.data
+            )
         except services.AccountError as error:
             form[error.field].errors.append(error.message)
         else:
             flash("One-time codes are on for your account.", "success")
             return sessions.complete_login(user, None)
-    secret = form.secret.data if form.secret.data and not form.secret.errors else mfa.new_secret()
-    form.secret.data = secret
     uri = mfa.provisioning_uri(secret, user.username)
     return render_template(
         "auth/mfa.html",
@@ -134,9 +141,19 @@ def mfa_enrol():
         secret=secret,
         # Markup: the SVG is drawn here from our own secret, never from user input.
         qr=Markup(mfa.qr_svg(uri)),  # noqa: S704  # nosec B704
-        enrolled=bool(user.totp_secret),
+        enrolled=enrolled,
         required=sessions.mfa_required(user),
     ), 200 if request.method == "GET" else 422
+
+
+@bp.app_errorhandler(services.SessionEnded)
+def session_ended(error: services.SessionEnded):
+    """A wrong password typed again locked the account: this session has ended too, so the
+    person goes to the login page, with nothing of the page they were on."""
+    logout_user()
+    session.clear()
+    flash(error.message, "error")
+    return redirect(url_for("auth.login"))
 
 
 @bp.route("/")

@@ -18,10 +18,10 @@ from datetime import datetime
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import joinedload
-from werkzeug.security import check_password_hash
 
 from .. import audit
 from ..assessments.services import fingerprint
+from ..auth.services import PasswordRefused, confirm_password
 from ..database import begin_write, now_utc
 from ..extensions import db
 from ..models import (
@@ -156,11 +156,24 @@ def _last_signatures_before(entries: list[Assessment]) -> list[Signature | None]
     return [found.get(a.id) for a in entries]
 
 
-def _check_signer(user: User, password: str) -> None:
+def _check_signer(user: User, password: str, purpose: str) -> None:
+    """A supervisor, with their password typed again: a try toward the lockout like a login's,
+    checked and counted in transactions of its own, so call it before the sign-off's.
+
+    :raise SessionEnded: this wrong password locked the account (see auth.services).
+    """
     if user.role != Role.SUPERVISOR:
         raise ReviewError(None, "Only supervisors sign off entries.")
-    if not password or not check_password_hash(user.password_hash, password):
-        raise ReviewError("password", "That is not your password. Nothing was signed.")
+    try:
+        confirm_password(
+            user,
+            password,
+            purpose,
+            wrong="That is not your password. Nothing was signed.",
+            field="password",
+        )
+    except PasswordRefused as error:
+        raise ReviewError("password", error.message) from error
 
 
 def _sign(user: User, assessment: Assessment, when: datetime) -> Signature:
@@ -224,6 +237,11 @@ def sign_assessment(user: User, assessment: Assessment, password: str, expected_
     :raise ReviewError: wrong password, not a supervisor, the signer recorded it, it is not
         active, it is already reviewed, or it changed since the page was opened.
     """
+    try:
+        _check_signer(user, password, "sign")
+    except ReviewError as error:
+        _refuse(user, assessment, error.message)
+        raise
     begin_write(db.session)
     # Locked until this transaction ends, so a second signer at the same moment waits and
     # then reads the first one's signature instead of failing on a stale version (a 500).
@@ -232,7 +250,6 @@ def sign_assessment(user: User, assessment: Assessment, password: str, expected_
     )
     db.session.refresh(assessment)
     try:
-        _check_signer(user, password)
         if assessment.patient.site_id not in user.site_ids:
             raise ReviewError(None, "This entry is not at one of your sites.")
         if assessment.recorded_by_id == user.id:
@@ -259,12 +276,12 @@ def sign_patient_trend(user: User, patient: Patient, password: str, up_to: datet
 
     :raise ReviewError: wrong password or not a supervisor; nothing is signed.
     """
-    begin_write(db.session)
     try:
-        _check_signer(user, password)
+        _check_signer(user, password, "trend_sign")
     except ReviewError as error:
         _refuse(user, None, error.message, trend_of=patient, patient=patient.id)
         raise
+    begin_write(db.session)
     # Locked in id order, so two trend signers cannot deadlock; an entry another supervisor
     # signed meanwhile no longer matches once its lock is released, and is left out.
     entries = db.session.scalars(
