@@ -16,6 +16,7 @@ from werkzeug.routing import IntegerConverter, ValidationError
 from . import audit, storage
 from .auth import reads as auth_reads
 from .auth import sessions as auth_sessions
+from .auth.guards import refusal_scope
 from .database import begin_write, configure_sqlite, render_migration_type, retry_on_conflict
 from .extensions import csrf, db, login_manager, migrate
 from .params import ID_MAX, parse_id
@@ -163,13 +164,17 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def record_security_event(action: str, details: dict) -> None:
-    """A refused request leaves a line in the audit trail, in its own small transaction."""
+    """A refused request leaves a line in the audit trail, in its own small transaction; one
+    whose path names a patient, entry or episode is written at that patient's site."""
     db.session.rollback()
+    site_id, patient_id, path = refusal_scope()
     begin_write(db.session)
     audit.record(
         action,
         user=current_user if current_user.is_authenticated else None,
-        details={"path": request.path, "method": request.method, **details},
+        site_id=site_id,
+        patient_id=patient_id,
+        details={"path": path, "method": request.method, **details},
     )
     db.session.commit()
 

@@ -568,7 +568,10 @@ def test_the_audit_view_shows_my_sites_events_and_my_colleagues_logins_only(
     assert ("clin.north", "login success") in expected and ("clin.north", "logout") in expected
     assert ("clin.north", "assessment create", f"assessment #{north_entry}") in rows
     assert not any(what == f"assessment #{south_entry}" for _, _, what in rows)
-    assert not any(who == "clin.south" for who, _, _ in rows)
+    # South's clinician appears once: trying North's patient, a refusal North's trail keeps.
+    assert [(who, action) for who, action, _ in rows if who == "clin.south"] == [
+        ("clin.south", "access refused")
+    ]
     assert ("—", "site create", f"site #{north_id}") in rows
     assert ("—", "site create", f"site #{south_id}") not in rows
     assert not any(action == "user create" for _, action, _ in rows)

@@ -30,23 +30,7 @@ def visible_events(user: User, filters: AuditFilter):
     which stays with the site's own supervisors, who review the grant itself from it.
     """
     site_ids = user.member_site_ids
-    colleagues = select(user_site.c.user_id).where(user_site.c.site_id.in_(site_ids))
-    stmt = (
-        select(AuditEvent)
-        .where(
-            or_(
-                AuditEvent.site_id.in_(site_ids),
-                and_(AuditEvent.site_id.is_(None), AuditEvent.user_id.in_(colleagues)),
-                # Failed logins and lockouts name the account, not a logged-in user.
-                and_(
-                    AuditEvent.site_id.is_(None),
-                    AuditEvent.action.in_(("login_failure", "account_locked")),
-                    AuditEvent.entity_id.in_(colleagues),
-                ),
-            )
-        )
-        .order_by(AuditEvent.id.desc())
-    )
+    stmt = select(AuditEvent).where(_visible_to(user)).order_by(AuditEvent.id.desc())
     if filters.patient:
         patient_ids = select(Patient.id).where(
             Patient.site_id.in_(site_ids),
@@ -64,7 +48,30 @@ def visible_events(user: User, filters: AuditFilter):
     return stmt
 
 
-def known_actions() -> list[str]:
+def _visible_to(user: User):
+    """The events of the user's own sites, and the site-less ones of the people working there."""
+    site_ids = user.member_site_ids
+    colleagues = select(user_site.c.user_id).where(user_site.c.site_id.in_(site_ids))
+    return or_(
+        AuditEvent.site_id.in_(site_ids),
+        and_(AuditEvent.site_id.is_(None), AuditEvent.user_id.in_(colleagues)),
+        # Failed logins and lockouts name the account, not a logged-in user.
+        and_(
+            AuditEvent.site_id.is_(None),
+            AuditEvent.action.in_(("login_failure", "account_locked")),
+            AuditEvent.entity_id.in_(colleagues),
+        ),
+    )
+
+
+def known_actions(user: User) -> list[str]:
+    """The actions of the events this supervisor may see: the filter offers nothing that
+    happened only at other sites (which would tell them what goes on there)."""
     return list(
-        db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action))
+        db.session.scalars(
+            select(AuditEvent.action)
+            .where(_visible_to(user))
+            .distinct()
+            .order_by(AuditEvent.action)
+        )
     )

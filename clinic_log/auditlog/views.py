@@ -38,7 +38,7 @@ def index():
         "auditlog/index.html",
         page=page,
         filters=filters,
-        actions=services.known_actions(),
+        actions=services.known_actions(current_user),
         error=error,
         tz=tz,
     ), (400 if error else 200)

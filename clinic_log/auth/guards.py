@@ -73,18 +73,90 @@ def refuse(status: int, *, entity: str | None = None, entity_id: int | None = No
     abort(status)
 
 
-def record_refusal(status: int, *, entity: str | None = None, entity_id: int | None = None):
-    """Write a refused access to the audit trail, in its own transaction."""
+def record_refusal(
+    status: int,
+    *,
+    entity: str | None = None,
+    entity_id: int | None = None,
+    patient_id: int | None = None,
+):
+    """Write a refused access to the audit trail, in its own transaction.
+
+    ``patient_id`` names a patient the request asked for outside its path (an export's
+    query); the refusal belongs to that patient's site, as for an id in the path.
+    """
     db.session.rollback()
+    site_id, patient_id, path = refusal_scope(entity, entity_id, patient_id)
     begin_write(db.session)
     audit.record(
         "access_refused",
         user=current_user if current_user.is_authenticated else None,
         entity=entity,
         entity_id=entity_id,
-        details={"path": request.path, "method": request.method, "status": status},
+        site_id=site_id,
+        patient_id=patient_id,
+        details={"path": path, "method": request.method, "status": status},
     )
     db.session.commit()
+
+
+# Where each kind of patient data leads to its patient and site: a refusal is written there.
+_PATIENT_OF = {
+    "patient": select(Patient.site_id, Patient.id).where(Patient.id == bindparam("id")),
+    "episode": select(Patient.site_id, Patient.id)
+    .join(Episode, Episode.patient_id == Patient.id)
+    .where(Episode.id == bindparam("id")),
+    "assessment": select(Patient.site_id, Patient.id)
+    .join(Assessment, Assessment.patient_id == Patient.id)
+    .where(Assessment.id == bindparam("id")),
+}
+_PATH_ARGS = {"patient_id": "patient", "episode_id": "episode", "assessment_id": "assessment"}
+
+
+def _patient_of(kind: str | None, ident: int | None) -> tuple[int, int] | None:
+    """(site id, patient id) of an existing patient, episode or entry, else None (also for
+    a number no id column holds)."""
+    if kind not in _PATIENT_OF or not isinstance(ident, int) or not 0 < ident < 2**31:
+        return None
+    row = db.session.execute(_PATIENT_OF[kind], {"id": ident}).first()
+    return (row[0], row[1]) if row else None
+
+
+def refusal_scope(
+    entity: str | None = None, entity_id: int | None = None, patient_id: int | None = None
+) -> tuple[int | None, int | None, str]:
+    """(site id, patient id, path) for the audit line of a refused request.
+
+    A refusal of another site's patient, entry or episode belongs to that site, so its own
+    supervisors see who tried; the trail of the user's own sites then never holds it. One of
+    an id that does not exist names no site. A path that also names data of a different site
+    (a North patient's address around a South episode) is written as its route, without ids,
+    so no site's trail learns another's ids from it.
+    """
+    named = [
+        found
+        for arg, kind in _PATH_ARGS.items()
+        if (found := _patient_of(kind, (request.view_args or {}).get(arg))) is not None
+    ]
+    target = (
+        _patient_of(entity, entity_id)
+        or _patient_of("patient", patient_id)
+        or (named[0] if named else None)
+    )
+    site_id, target_patient = target or (None, None)
+    path = request.path
+    if any(site != site_id for site, _patient in named):
+        path = request.url_rule.rule if request.url_rule is not None else ""
+    return site_id, target_patient, path
+
+
+def path_naming_no_patient() -> str:
+    """The request's path for a line written without a site: its route (``/patients/<id:
+    patient_id>``) when the path names a patient, an entry or an episode, since the trail of
+    every site of the user shows such a line."""
+    if request.url_rule is not None and set(request.view_args or {}) & set(_PATH_ARGS):
+        return request.url_rule.rule
+    return request.path
 
 
 def role_required(*roles: Role):

@@ -30,6 +30,7 @@ from ..database import begin_write
 from ..extensions import db, login_manager
 from ..models import Role, User
 from . import held, services
+from .guards import path_naming_no_patient
 from .ratelimit import LoginRateLimiter
 
 AUTH_AT = "auth_at"
@@ -187,7 +188,8 @@ def _time_out(idle_seconds: float, absolute: bool):
     begin_write(db.session)
     # The form's content is kept on the server for this user only (never in the cookie).
     held_id = held.hold(user.id, "absolute" if absolute else "idle")
-    details = {"kind": "absolute" if absolute else "idle", "path": request.path}
+    # Written without a site, so every site of the user sees it: the route, not the ids.
+    details = {"kind": "absolute" if absolute else "idle", "path": path_naming_no_patient()}
     if held_id is not None:
         details["held_input"] = held_id
     audit.record(

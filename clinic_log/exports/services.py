@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import chain, groupby
 from operator import itemgetter
@@ -747,48 +749,99 @@ class _ItemSuffixes(dict):
         return text
 
 
-def _wait_for_export(user: User, event, per_minute: int) -> int:
-    """Seconds until ``user`` may start another export; 0 if ``event`` is within the limit.
+def _wait_for_export(user: User, events: list[AuditEvent], per_minute: int) -> int:
+    """Seconds until ``user`` may start another export; 0 if this one (``events``, one per
+    site it covers) is within the limit.
 
-    Runs in the write transaction that adds ``event``: on SQLite it holds the write lock, and
+    Runs in the write transaction that adds ``events``: on SQLite it holds the write lock, and
     on PostgreSQL ``audit.record`` took the audit lock, so two workers never both count the
     same free place.
     """
-    since = event.at - EXPORT_WINDOW
-    db.session.flush()  # ``event`` gets its id, to be left out of the count below
+    at = events[0].at
+    since = at - EXPORT_WINDOW
+    db.session.flush()  # ``events`` get their ids, to be left out of the count below
     # A range of ix_audit_event_action_user_at: this user's exports of the last minute.
-    earlier = sorted(
-        db.session.scalars(
-            select(AuditEvent.at).where(
-                AuditEvent.action == EXPORT_ACTION,
-                AuditEvent.user_id == user.id,
-                AuditEvent.at > since,
-                AuditEvent.id != event.id,
-            )
+    started: dict[str, datetime] = {}
+    for event_id, event_at, details in db.session.execute(
+        select(AuditEvent.id, AuditEvent.at, AuditEvent.details).where(
+            AuditEvent.action == EXPORT_ACTION,
+            AuditEvent.user_id == user.id,
+            AuditEvent.at > since,
+            AuditEvent.id.not_in([event.id for event in events]),
         )
-    )
+    ):
+        # An export of several sites wrote one event per site: it counts once.
+        key = json.loads(details).get("export_id") or f"event {event_id}"
+        started[key] = min(event_at, started.get(key, event_at))
+    earlier = sorted(started.values())
     if len(earlier) < per_minute:
         return 0
     # Free when all but per_minute - 1 of the earlier ones have left the window.
     frees_at = earlier[len(earlier) - per_minute] + EXPORT_WINDOW
-    return max(1, math.ceil((frees_at - event.at).total_seconds()))
+    return max(1, math.ceil((frees_at - at).total_seconds()))
+
+
+def _sites_exported(request: ExportRequest) -> tuple[Site, ...]:
+    """The sites whose rows the export can hold: the patient's alone when it names one."""
+    if request.patient is not None:
+        return tuple(site for site in request.sites if site.id == request.patient.site_id)
+    return request.sites
+
+
+def _grant_details(user: User, site_id: int) -> dict:
+    """``via`` and ``grant`` when ``site_id`` is reached through an emergency grant: the
+    export is then a use of that grant, shown in its review."""
+    if site_id in user.member_site_ids:
+        return {}
+    grant = next((g for g in user.emergency_grants if g.site_id == site_id), None)
+    return {"via": "emergency_access", "grant": grant.id} if grant is not None else {}
+
+
+def _audit_export(
+    request: ExportRequest, user: User, sites: tuple[Site, ...], counts: list[int]
+) -> list[AuditEvent]:
+    """One ``export`` event per site the export covers, each with that site's row count
+    only, so a site's trail never names another site's patients or numbers; the events of
+    one export share ``export_id``."""
+    export_id = uuid.uuid4().hex
+    return [
+        audit.record(
+            EXPORT_ACTION,
+            user=user,
+            entity="export",
+            site_id=site.id,
+            patient_id=request.patient.id if request.patient else None,
+            details={
+                **request.filters,
+                "rows": rows,
+                "excel": request.excel,
+                "export_id": export_id,
+                **_grant_details(user, site.id),
+            },
+        )
+        for site, rows in zip(sites, counts, strict=True)
+    ]
 
 
 def _audit_refused_export(
     request: ExportRequest, user: User, per_minute: int, retry_after: int
 ) -> None:
-    """Write the refusal in a transaction of its own (the export's was rolled back)."""
+    """Write the refusal in a transaction of its own (the export's was rolled back): at the
+    site it was for, or without a site (and then naming no patient) when it spans several."""
+    sites = _sites_exported(request)
+    site_id = sites[0].id if len(sites) == 1 else None
     begin_write(db.session)
     audit.record(
         "export_rate_limited",
         user=user,
         entity="export",
-        site_id=request.sites[0].id if len(request.sites) == 1 else None,
+        site_id=site_id,
         patient_id=request.patient.id if request.patient else None,
         details={
             **request.filters,
             "limit_per_minute": per_minute,
             "retry_after_seconds": retry_after,
+            **(_grant_details(user, site_id) if site_id is not None else {}),
         },
     )
     db.session.commit()
@@ -861,7 +914,7 @@ def open_export(request: ExportRequest, user: User, *, per_minute: int | None = 
     The caller streams ``rows`` and must call ``close`` (the stream's ``finally`` does).
 
     :param per_minute: the most exports ``user`` may start in a minute (None: no limit, as
-        for ``flask export``). The count is of their ``export`` audit events, in the
+        for ``flask export``). The count is of their exports in the audit trail, in the
         transaction that writes this one, so every worker and process sees the same count.
     :raise TooManyExports: over the limit; the refusal is audited and nothing is read.
     """
@@ -869,19 +922,17 @@ def open_export(request: ExportRequest, user: User, *, per_minute: int | None = 
     if connection.dialect.name == "postgresql":
         connection = connection.execution_options(isolation_level="REPEATABLE READ")
     try:
-        count = count_rows(connection, request)
+        sites = _sites_exported(request)
+        if len(sites) == 1:
+            counts = [count_rows(connection, request)]
+        else:
+            counts = [count_rows(connection, replace(request, sites=(site,))) for site in sites]
+        count = sum(counts)
         at = now_utc()
         begin_write(db.session)
-        event = audit.record(
-            EXPORT_ACTION,
-            user=user,
-            entity="export",
-            site_id=request.sites[0].id if len(request.sites) == 1 else None,
-            patient_id=request.patient.id if request.patient else None,
-            details={**request.filters, "rows": count, "excel": request.excel},
-        )
+        events = _audit_export(request, user, sites, counts)
         if per_minute is not None:
-            retry_after = _wait_for_export(user, event, per_minute)
+            retry_after = _wait_for_export(user, events, per_minute)
             if retry_after:
                 db.session.rollback()
                 _audit_refused_export(request, user, per_minute, retry_after)

@@ -2,6 +2,7 @@ from flask import Response, abort, current_app, render_template, request, stream
 from flask_login import current_user
 
 from ..auth.guards import clinical_required, record_refusal
+from ..params import parse_id
 from ..scale_registry import scales
 from . import bp, dictionary, services
 from .csvwriter import csv_chunks
@@ -39,7 +40,8 @@ def assessments():
         export_request = services.parse_request(request.args, current_user)
     except services.ExportError as error:
         if error.status == 404:
-            record_refusal(404, entity="export")
+            # A patient of another site asked for: the refusal is that site's to see.
+            record_refusal(404, entity="export", patient_id=parse_id(request.args.get("patient")))
         if _wants_page():
             return _form(error)
         if error.status == 404:
