@@ -388,7 +388,12 @@ def test_refused_or_invalid_actions_write_no_data(world, add_assessment, make_us
     assert [e.action for e in since(start)] == ["access_refused"]
     sign_data = {"password": "not it at all", "version": "1"}
     assert send(sup, f"/assessments/{entry_id}/sign", sign_data).status_code == 422
-    assert [e.action for e in since(start)] == ["access_refused", "review_refused"]
+    # A wrong password typed to sign is a try toward the lockout, audited as such too.
+    assert [e.action for e in since(start)] == [
+        "access_refused",
+        "reentry_failure",
+        "review_refused",
+    ]
     assert data_counts() == before
     assert db.session.get(Assessment, entry_id).status == "active"
 

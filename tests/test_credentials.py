@@ -225,6 +225,22 @@ def test_the_fifth_wrong_reentry_locks_the_account_and_ends_the_session(
     assert db.session.scalar(select(Signature.id)) is None
 
 
+def test_a_fifth_wrong_current_password_at_the_password_change_ends_the_session(
+    app_ctx, world, login
+):
+    browser = login("clin.north")
+    for _ in range(4):
+        assert change_password(browser, WRONG).status_code == 422
+    fifth = change_password(browser, WRONG)
+    assert fifth.status_code == 302 and fifth.headers["Location"].startswith("/login")
+    assert "you are logged out" in text_of(browser.get("/login"))
+    assert browser.get("/patients/").status_code == 302
+    assert account("clin.north").locked_until is not None
+    # Locked: even the right password does not log in now.
+    again = browser.post("/login", {"username": "clin.north", "password": PASSWORD})
+    assert again.status_code == 200
+
+
 def test_while_locked_a_reentry_with_the_right_password_signs_nothing(
     app_ctx, world, entry, login, make_browser
 ):

@@ -235,6 +235,7 @@ def _record_failure(
     *,
     tries: int | None,
     logged_in: bool = False,
+    typed: str | None = None,
 ) -> bool:
     """Audit a wrong password or code; lock the account when it used the run's last try
     (and then, for a try made inside a session, end every session of the user). True when
@@ -261,7 +262,7 @@ def _record_failure(
     audit.record(
         action,
         user_id=user_id if logged_in else None,
-        username=username.strip()[:64],
+        username=(typed or username).strip()[:64],  # a login failure keeps what was typed
         entity="user",
         entity_id=user_id,
         details=details,
@@ -304,11 +305,13 @@ def authenticate(username: str, password: str) -> User | None:
     tries = _claim_try(user_id)
     if tries is None:
         check_password_hash(_dummy_hash(), password)  # the same work as a real check
-        _record_failure("login_failure", user_id, name, {**details, "locked": True}, tries=None)
+        _record_failure(
+            "login_failure", user_id, name, {**details, "locked": True}, tries=None, typed=username
+        )
         return None
     user = db.session.get(User, user_id)
     if not check_password_hash(user.password_hash, password) or not user.active:
-        _record_failure("login_failure", user_id, name, details, tries=tries)
+        _record_failure("login_failure", user_id, name, details, tries=tries, typed=username)
         return None
     if one_time_password_expired(user):
         _release_try(user_id)
