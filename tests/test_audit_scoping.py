@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import timedelta
 
 import pytest
 from pages import readable_text as text_of
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from clinic_log import audit
 from clinic_log.auditlog.services import AuditFilter, visible_events
+from clinic_log.database import begin_write, now_utc
 from clinic_log.extensions import db
-from clinic_log.models import Assessment, AuditEvent, Episode, Patient, User
+from clinic_log.models import Assessment, AuditEvent, Episode, Patient, SiteAccessGrant, User
 
 REASON = "Weekend cover for South Clinic while its own clinician is away"
 
@@ -286,3 +288,72 @@ def test_R03_the_action_filter_offers_only_actions_at_the_viewers_sites(app, peo
     assert "login_success" in north and "patient_create" in north
     assert "emergency_access_grant" not in north  # only ever at SOUTH
     assert "emergency_access_grant" in action_choices(login("sup.south"))
+
+
+# --------------------------------------------------------------------------- grant exports (R04)
+
+
+def _grant_to_south(login, people) -> int:
+    admin = login("admin.one")
+    response = admin.post(
+        f"/admin/users/{people['clin_n']}/emergency-access/new",
+        {"site": "SOUTH", "hours": "4", "reason": REASON},
+    )
+    assert response.status_code == 302
+    db.session.commit()
+    return db.session.scalar(select(SiteAccessGrant.id))
+
+
+def _end(grant_id: int) -> None:
+    db.session.commit()
+    begin_write(db.session)
+    ended = now_utc() - timedelta(minutes=5)
+    db.session.execute(
+        update(SiteAccessGrant)
+        .where(SiteAccessGrant.id == grant_id)
+        .values(granted_at=ended - timedelta(hours=4), expires_at=ended)
+    )
+    db.session.commit()
+
+
+def test_R04_an_export_under_a_grant_is_a_use_of_the_grant_in_its_review(
+    app, people, login, runner, tmp_path
+):
+    grant_id = _grant_to_south(login, people)
+    clinician = login("clin.north")
+    assert clinician.get("/exports/assessments.csv?site=SOUTH").status_code == 200
+    assert clinician.get(f"/patients/{people['patient_s']}").status_code == 200
+    assert clinician.get("/exports/assessments.csv?site=NORTH").status_code == 200
+    result = runner.invoke(
+        args=["export", "--user", "clin.north", "--site", "SOUTH", "--scale", "gad7",
+              "-o", str(tmp_path / "out.csv")]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    south_web, north, south_cli = rows("export")
+    for event in (south_web, south_cli):
+        assert event.site_id == people["south"]
+        assert (details(event)["via"], details(event)["grant"]) == ("emergency_access", grant_id)
+    assert "via" not in details(north) and "grant" not in details(north)
+
+    reviewer = login("sup.south")
+    queue = text_of(reviewer.get("/review/"))
+    assert "S-001" in queue and "Exported: 2" in queue and "7 rows" in queue
+    assert "Exported" not in text_of(login("sup.north").get("/review/"))
+    _end(grant_id)
+    response = reviewer.post(f"/review/emergency-access/{grant_id}/reviewed", token_from="/review/")
+    assert response.status_code == 302
+    [reviewed] = rows("emergency_access_review")
+    assert details(reviewed)["patients_opened"] == [people["patient_s"]]
+    assert details(reviewed)["exports"] == [south_web.id, south_cli.id]
+
+
+def test_R04_a_grant_used_only_to_export_still_shows_its_exports(app, people, login):
+    grant_id = _grant_to_south(login, people)
+    clinician = login("clin.north")
+    url = f"/exports/assessments.csv?site=SOUTH&patient={people['patient_s']}"
+    assert clinician.get(url).status_code == 200
+    [event] = rows("export")
+    assert (event.site_id, event.patient_id) == (people["south"], people["patient_s"])
+    assert details(event)["grant"] == grant_id
+    queue = text_of(login("sup.south").get("/review/"))
+    assert "Exported: 1" in queue and "S-001" in queue

@@ -23,6 +23,7 @@ from .. import audit
 from ..assessments.services import fingerprint
 from ..auth.services import PasswordRefused, confirm_password
 from ..database import begin_write, now_utc
+from ..exports.services import EXPORT_ACTION
 from ..extensions import db
 from ..models import (
     Assessment,
@@ -321,6 +322,15 @@ class GrantForReview:
     own: bool  # the supervisor looking at the queue used it: another supervisor reviews it
     patients: list[tuple[int, str]]  # (id, identifier) of every patient opened through it
     lists: list[tuple[str, int]]  # (list name, lines written) of the lists that showed its site
+    exports: list[GrantExport]  # the exports made through it, oldest first
+
+
+@dataclass(frozen=True)
+class GrantExport:
+    event_id: int
+    at: datetime
+    rows: int
+    patient: str  # the identifier asked for, or "all"
 
 
 def emergency_grants_to_review(user: User, limit: int = 100) -> list[GrantForReview]:
@@ -350,6 +360,7 @@ def emergency_grants_to_review(user: User, limit: int = 100) -> list[GrantForRev
     )
     opened = _patients_opened([grant.id for grant in grants])
     listed = _lists_seen([grant.id for grant in grants])
+    exported = _exports_made(grants)
     now = now_utc()
     return [
         GrantForReview(
@@ -358,6 +369,7 @@ def emergency_grants_to_review(user: User, limit: int = 100) -> list[GrantForRev
             grant.user_id == user.id,
             opened.get(grant.id, []),
             listed.get(grant.id, []),
+            exported.get(grant.id, []),
         )
         for grant in grants
     ]
@@ -403,6 +415,32 @@ def _lists_seen(grant_ids: list[int]) -> dict[int, list[tuple[str, int]]]:
     return {grant_id: sorted(by_list.items()) for grant_id, by_list in counts.items()}
 
 
+def _exports_made(grants: list[SiteAccessGrant]) -> dict[int, list[GrantExport]]:
+    """grant id -> the exports made through it, in one query: the ``export`` events of the
+    grants' users at their sites since the earliest grant began (a range of the index on
+    action, user and time), kept where ``grant`` names one of these grants."""
+    if not grants:
+        return {}
+    wanted = {grant.id for grant in grants}
+    made: dict[int, list[GrantExport]] = {}
+    for event_id, at, details in db.session.execute(
+        select(AuditEvent.id, AuditEvent.at, AuditEvent.details)
+        .where(
+            AuditEvent.action == EXPORT_ACTION,
+            AuditEvent.user_id.in_({grant.user_id for grant in grants}),
+            AuditEvent.at >= min(grant.granted_at for grant in grants),
+            AuditEvent.site_id.in_({grant.site_id for grant in grants}),
+        )
+        .order_by(AuditEvent.id)
+    ):
+        data = json.loads(details)
+        if data.get("via") == "emergency_access" and data.get("grant") in wanted:
+            made.setdefault(data["grant"], []).append(
+                GrantExport(event_id, at, data.get("rows", 0), str(data.get("patient", "all")))
+            )
+    return made
+
+
 def review_emergency_access(user: User, grant: SiteAccessGrant) -> None:
     """Record that a supervisor of the grant's site has reviewed an ended emergency grant
     (``emergency_access_review``, with what it covered).
@@ -437,6 +475,7 @@ def review_emergency_access(user: User, grant: SiteAccessGrant) -> None:
     grant.reviewed_at, grant.reviewed_by_id = now, user.id
     opened = _patients_opened([grant.id]).get(grant.id, [])
     listed = _lists_seen([grant.id]).get(grant.id, [])
+    exported = _exports_made([grant]).get(grant.id, [])
     audit.record(
         "emergency_access_review",
         user=user,
@@ -451,6 +490,7 @@ def review_emergency_access(user: User, grant: SiteAccessGrant) -> None:
             "revoked": grant.revoked_at is not None,
             "patients_opened": [patient_id for patient_id, _identifier in opened],
             "lists_seen": dict(listed),
+            "exports": [made.event_id for made in exported],
         },
     )
     db.session.commit()
