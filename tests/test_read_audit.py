@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -198,3 +199,121 @@ def test_recent_views_forget_the_oldest_beyond_their_capacity():
     assert views.due(("view", 0), now=101.0)
     assert not views.due(("view", 2), now=101.0)
     assert views.due(("view", 2), now=160.0)
+
+
+# --- every page that shows patient data, refusals included (R02) ----------------------------
+
+
+def _entry_and_episode(app, world, add_assessment):
+    entry = add_assessment(world["patient_n"], world["clin_n"], "gad7", notes="R02 note")
+    db.session.commit()
+    with app.app_context():
+        from clinic_log.models import Patient
+
+        episode_id = db.session.get(Patient, world["patient_n"].id).open_episode.id
+    return entry.id, episode_id
+
+
+# (who, method, address, form): each shows the patient and must write a view line.
+REFUSED_AND_FORM_PAGES = {
+    "amend form": ("clin.north", "GET", "/assessments/{entry}/amend", None),
+    "amend refused (422)": ("clin.north", "POST", "/assessments/{entry}/amend", {"reason": ""}),
+    "amend after a bad token (422)": (
+        "clin.north",
+        "POST",
+        "/assessments/{entry}/amend",
+        {"csrf_token": "expired", "reason": "typo"},
+    ),
+    "void refused (422)": ("clin.north", "POST", "/assessments/{entry}/void", {"version": "1"}),
+    "sign refused (422)": (
+        "sup.north",
+        "POST",
+        "/assessments/{entry}/sign",
+        {"version": "1", "password": "not my password at all"},
+    ),
+    "end episode refused (422)": (
+        "clin.north",
+        "POST",
+        "/patients/{pid}/episodes/{episode}/end",
+        {"ended_at": "2001-01-01T10:00"},
+    ),
+    "trend sign-off refused (422)": (
+        "sup.north",
+        "POST",
+        "/patients/{pid}/tracker/sign",
+        {"up_to": "", "password": "not my password at all"},
+    ),
+    "new entry form": ("clin.north", "GET", "/patients/{pid}/assessments/new/cows", None),
+    "new entry refused (422)": (
+        "clin.north",
+        "POST",
+        "/patients/{pid}/assessments/new/cows",
+        {"observed_at": ""},
+    ),
+    "new episode refused (422)": (
+        "clin.north",
+        "POST",
+        "/patients/{pid}/episodes/new",
+        {"started_at": "2026-01-01T10:00", "substance_context": "opioid"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED_AND_FORM_PAGES)
+def test_form_and_refusal_pages_write_their_view_line(
+    app, make_browser, world, add_assessment, name
+):
+    entry, episode = _entry_and_episode(app, world, add_assessment)
+    pid = world["patient_n"].id
+    username, method, url, form = REFUSED_AND_FORM_PAGES[name]
+    url = url.format(entry=entry, pid=pid, episode=episode)
+    browser = make_browser()
+    browser.login(username)
+    token = browser.csrf_token("/")  # from a page that shows no patient
+    start = last_id(app)
+    if method == "GET":
+        response = browser.get(url)
+    else:
+        response = browser.client.post(url, data={"csrf_token": token, **form})
+    assert response.status_code in (200, 422), response.status_code
+    assert "N-001" in response.get_data(as_text=True)
+    assert_view_line(app, start, pid, world, username)
+
+
+def assert_view_line(app, start, pid, world, username):
+    events = views_since(app, start)
+    assert events, "no view line"
+    event = events[-1]
+    assert (event.username, event.patient_id, event.entity_id) == (username, pid, pid)
+    assert event.site_id == world["north"].id
+    assert event.action.startswith("view_")
+
+
+def test_the_conflict_page_writes_its_view_line(app, make_browser, world, add_assessment):
+    entry, _episode = _entry_and_episode(app, world, add_assessment)
+    pid = world["patient_n"].id
+    first, second = make_browser(), make_browser()
+    first.login("clin.north")
+    second.login("sup.north")
+    page = first.get(f"/assessments/{entry}/amend").get_data(as_text=True)
+    fields = dict(re.findall(r'name="([a-z_]+)"[^>]*value="([^"]*)"', page))
+    void = second.post(
+        f"/assessments/{entry}/void",
+        {"version": "1", "reason_code": "other", "reason": "entered twice"},
+        token_from="/",
+    )
+    assert void.status_code == 302, void.get_data(as_text=True)[:500]
+    start = last_id(app)
+    form = {**fields, "reason": "typo", "notes": "changed"}
+    for item in ("nervous", "cannot_stop_worrying", "worry_too_much", "trouble_relaxing",
+                 "restless", "irritable", "afraid"):  # fmt: skip
+        form[item] = "1"
+    response = first.client.post(f"/assessments/{entry}/amend", data=form)
+    assert response.status_code == 409
+    assert_view_line(app, start, pid, world, "clin.north")
+    # Opening the amend form of an entry that is no longer current is the same page.
+    views = app.extensions["clinic_log.recent_views"]
+    views._written.clear()
+    start = last_id(app)
+    assert first.get(f"/assessments/{entry}/amend").status_code == 409
+    assert_view_line(app, start, pid, world, "clin.north")

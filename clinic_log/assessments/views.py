@@ -44,9 +44,7 @@ def new(patient_id: int, scale_key: str):
             tzinfo=None, second=0, microsecond=0
         )
         form.submission_key.data = uuid4().hex
-        return render_template(
-            "assessments/new.html", form=form, scale=scale, patient=patient, episode=episode
-        )
+        return _new_page(form, scale, patient, episode)
 
     valid = form.validate_on_submit()
     observed_at = None if form.observed_at.errors else local_field_to_utc(form, "observed_at", tz)
@@ -78,27 +76,32 @@ def new(patient_id: int, scale_key: str):
         else:
             flash("Assessment saved.", "success")
             return redirect(url_for("assessments.show", assessment_id=assessment.id))
-    return render_template(
+    return _new_page(form, scale, patient, episode), 422
+
+
+def _new_page(form, scale, patient, episode):
+    """The entry form: it names the patient and the episode, so it is a read of them."""
+    html = render_template(
         "assessments/new.html", form=form, scale=scale, patient=patient, episode=episode
-    ), 422
+    )
+    record_view("view_patient", current_user, patient, f"new {scale.key} entry form")
+    return html
 
 
 @bp.route("/assessments/<id:assessment_id>")
 @clinical_required
 def show(assessment_id: int):
     """One assessment: its total, band or "incomplete", every item, its review and status."""
-    assessment = load_assessment(assessment_id)
-    page = _show(assessment)
-    record_view("view_assessment", current_user, assessment.patient, f"entry {assessment_id}")
-    return page
+    return _show(load_assessment(assessment_id))
 
 
 def _show(assessment, void_form=None, sign_form=None):
+    """The entry page, also shown again with a refused void or sign-off form (422)."""
     if void_form is None:
         void_form = VoidForm(version=str(assessment.version), formdata=None)
     if sign_form is None:
         sign_form = SignForm(version=str(assessment.version), formdata=None)
-    return render_template(
+    html = render_template(
         "assessments/show.html",
         assessment=assessment,
         scale=get_scale(assessment.scale_key),
@@ -106,6 +109,8 @@ def _show(assessment, void_form=None, sign_form=None):
         void_form=void_form,
         sign_form=sign_form,
     )
+    record_view("view_assessment", current_user, assessment.patient, f"entry {assessment.id}")
+    return html
 
 
 def _prefill(form, assessment, tz: str) -> None:
@@ -189,7 +194,8 @@ def amend(assessment_id: int):
 
 
 def _amend_page(form, scale, assessment):
-    return render_template(
+    """The amend form: the version being corrected, so a read of the entry."""
+    html = render_template(
         "assessments/amend.html",
         form=form,
         scale=scale,
@@ -197,17 +203,23 @@ def _amend_page(form, scale, assessment):
         patient=assessment.patient,
         episode=assessment.episode,
     )
+    record_view(
+        "view_assessment", current_user, assessment.patient, f"amend form of entry {assessment.id}"
+    )
+    return html
 
 
 def _conflict(current, form, scale):
     """409: the entry changed under the user. Show the new version and keep their input."""
-    return render_template(
+    html = render_template(
         "assessments/conflict.html",
         current=current,
         form=form,
         scale=scale,
         may_change=services.may_change(current_user, current),
-    ), 409
+    )
+    record_view("view_assessment", current_user, current.patient, f"entry {current.id} (changed)")
+    return html, 409
 
 
 @bp.route("/assessments/<id:assessment_id>/void", methods=["POST"])

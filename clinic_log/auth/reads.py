@@ -75,6 +75,9 @@ def record_view(action: str, user: User, patient: Patient, what: str, **details)
     now = time.monotonic()
     if not views.due(key, now):
         return
+    # Its own transaction: a refused form's page (422, 409) is written after the service
+    # gave up, and nothing the view left unsaved may be committed along with the line.
+    db.session.rollback()
     begin_write(db.session)
     audit.record(
         action,

@@ -124,14 +124,11 @@ def domains(patient_id: int, fmt: str):
 @clinical_required
 def tracker(patient_id: int):
     """Every scale the patient has, stacked on one time range, each with its numbers."""
-    patient = load_patient(patient_id)
-    page = render_tracker(patient)
-    record_view("view_patient", current_user, patient, "tracker")
-    return page
+    return render_tracker(load_patient(patient_id))
 
 
 def render_tracker(patient, sign_form=None, status: int = 200):
-    """The tracker page; the review blueprint re-renders it with a sign-off form's errors."""
+    """The tracker page, also shown again with a refused trend sign-off (422)."""
     try:
         window = data.parse_window(
             request.args.get("start"), request.args.get("end"), patient.site.timezone
@@ -156,7 +153,7 @@ def render_tracker(patient, sign_form=None, status: int = 200):
         status = 400
     if sign_form is None:
         sign_form = SignTrendForm(up_to=now_utc().isoformat(), formdata=None)
-    return render_template(
+    html = render_template(
         "charts/tracker.html",
         patient=patient,
         sections=sections,
@@ -167,7 +164,9 @@ def render_tracker(patient, sign_form=None, status: int = 200):
         domain_items=data.DOMAIN_ITEMS,
         sign_form=sign_form,
         unreviewed=data.unreviewed_count(patient),
-    ), status
+    )
+    record_view("view_patient", current_user, patient, "tracker")
+    return html, status
 
 
 @bp.route("/patients/<id:patient_id>/tracker/sign", methods=["POST"])

@@ -129,7 +129,9 @@ def new_episode(patient_id: int):
                 flash("New episode opened.", "success")
                 return redirect(url_for("patients.show", patient_id=patient.id))
     status = 422 if request.method == "POST" else 200
-    return render_template("patients/new_episode.html", form=form, patient=patient), status
+    html = render_template("patients/new_episode.html", form=form, patient=patient)
+    record_view("view_patient", current_user, patient, "new episode form")
+    return html, status
 
 
 @bp.route("/<id:patient_id>/episodes/<id:episode_id>/end", methods=["POST"])
@@ -151,6 +153,8 @@ def end_episode(patient_id: int, episode_id: int):
                 flash("Episode ended.", "success")
                 return redirect(url_for("patients.show", patient_id=patient.id))
     page = services.timeline(patient, 1)
-    return render_template(
+    html = render_template(
         "patients/show.html", patient=patient, page=page, scales=scales(), end_form=form
-    ), 422
+    )
+    record_view("view_patient", current_user, patient, "patient page", page=1)
+    return html, 422
