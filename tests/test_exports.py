@@ -1283,9 +1283,10 @@ def tricky(world, make_user, export_key):
             site=site, identifier=text or f"T-{n}", identifier_key=(text or f"T-{n}").casefold(),
             created_by=clin,
         )  # fmt: skip
+        # The first ended when the second began: a patient has at most one open episode.
         first = Episode(
             patient=patient, started_at=at - timedelta(days=40 + n), substance_context="opioid",
-            created_by=clin,
+            ended_at=at - timedelta(days=3), created_by=clin,
         )  # fmt: skip
         second = Episode(
             patient=patient, started_at=at - timedelta(days=3), substance_context="kratom",
@@ -1539,3 +1540,90 @@ def _bare_config(tmp_path) -> dict:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'config.sqlite3'}",
         "SECRET_KEY": "test-secret-key-" + "x" * 40,
     }
+
+
+# --------------------------------------------------------------------------- cross-site starts
+
+CROSS_SITE_REFUSAL = "This export was not started"
+
+
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site", "CROSS-SITE", "nonsense"])
+def test_a_link_from_another_site_starts_no_export(north, world, app, add_assessment, fetch_site):
+    """SameSite=Lax sends the session cookie with a top-level GET from any site: a link or a
+    redirect elsewhere must not download data in the user's name, spend their export limit or
+    leave a refusal about another site's patient under their name."""
+    app.config["EXPORTS_PER_MINUTE"] = 1
+    add_assessment(world["patient_n"], world["clin_n"])
+    asked = (
+        {},
+        {"profile": "deidentified", "layout": "wide", "scale": "cows"},
+        {"patient": world["patient_s"].id},  # another site's patient: not even refused as theirs
+        {"layout": "tall"},
+    )
+    for params in asked:
+        for accept in ({}, BROWSER_ACCEPT):
+            response = north.get(
+                URL, query_string=params, headers={"Sec-Fetch-Site": fetch_site, **accept}
+            )
+            assert response.status_code == 403, (params, response.status_code)
+            assert response.mimetype == "text/plain"
+            assert CROSS_SITE_REFUSAL in response.get_data(as_text=True)
+            _assert_no_export_data(response, world)
+    assert audit_events("export") == [] and audit_events("access_refused") == []
+    refused = audit_events("export_refused_cross_site")
+    assert len(refused) == len(asked) * 2
+    for event in refused:
+        assert (event.user_id, event.entity) == (world["clin_n"].id, "export")
+        assert event.patient_id is None
+        details = json.loads(event.details)
+        assert details["sec_fetch_site"] == fetch_site and details["path"] == URL
+    # Nothing of the user's limit was spent: their own export still starts.
+    own = north.get(URL, headers={"Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 200 and parse(own.data).rows
+
+
+def test_the_export_page_a_typed_address_and_scripts_still_export(
+    north, world, app, add_assessment
+):
+    app.config["EXPORTS_PER_MINUTE"] = 100
+    add_assessment(world["patient_n"], world["clin_n"])
+    # same-origin: the export page's own form; none: a typed address or a bookmark; no header
+    # at all: scripts and browsers that do not send it.
+    for headers in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        response = north.get(URL, headers=headers)
+        assert response.status_code == 200, headers
+        assert parse(response.data).rows
+    # The dictionary holds no clinical data and is never audited: a link to it is harmless.
+    linked = north.get("/exports/dictionary.csv", headers={"Sec-Fetch-Site": "cross-site"})
+    assert linked.status_code == 200
+    assert len(audit_events("export")) == 3
+
+
+def test_control_characters_never_split_or_hide_in_a_provenance_line(north, world, make_user):
+    """A TAB (or any other control or line-separator character) in a value a provenance line
+    quotes (a patient's identifier, the user's name) is written as a space: each line stays one
+    comment line for every reader, as each cell stays one cell."""
+    awkward = "N\t7\x0b8\x0c9\x1c0\x1d1\x1e2\x85 3\u2028 4\u2029 5\x7f6\x1b[31m"
+    begin_write(db.session)
+    patient = Patient(
+        site=world["north"], identifier=awkward, identifier_key=awkward.casefold(),
+        created_by=world["clin_n"],
+    )  # fmt: skip
+    db.session.add(patient)
+    db.session.add(
+        Episode(
+            patient=patient, started_at=now_utc() - timedelta(days=1), substance_context="opioid",
+            created_by=world["clin_n"],
+        )
+    )  # fmt: skip
+    world["clin_n"].display_name = "Clin\tNorth\u2028Two"
+    db.session.commit()
+    text = export(north, patient=patient.id).get_data(as_text=True)
+    head = text.split('"patient_identifier"', 1)[0]
+    lines = head.split("\r\n")[:-1]
+    assert all(line.startswith("# ") for line in lines)
+    assert head.splitlines() == lines  # no reader finds a line break where there is none
+    for line in lines:
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", line), repr(line)
+    assert "patient=N 7 8 9 0 1 2  3  4  5 6 [31m" in head
+    assert "generated_by: clin.north (Clin North Two)" in head

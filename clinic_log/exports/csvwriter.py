@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -120,7 +121,13 @@ def csv_chunks(
     yield buffer.getvalue()
 
 
+# Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: a TAB splits a
+# line into cells for a tab-separated reader, and str.splitlines breaks at VT, FF, FS, GS, RS,
+# NEL, U+2028 and U+2029 as well as at CR and LF.
+_UNPLAIN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _plain(line: str) -> str:
-    """A preamble line that stays one unquoted cell, so readers can skip it as a comment
-    (R ``comment.char="#"``, pandas ``comment="#"``)."""
-    return line.replace(",", ";").replace('"', "'").replace("\r", " ").replace("\n", " ")
+    """A preamble line that stays one unquoted cell on one line, so readers can skip it as a
+    comment (R ``comment.char="#"``, pandas ``comment="#"``); what would break it is a space."""
+    return _UNPLAIN.sub(" ", line.replace(",", ";").replace('"', "'"))

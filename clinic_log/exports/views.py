@@ -1,6 +1,7 @@
 from flask import Response, abort, current_app, render_template, request, stream_with_context
 from flask_login import current_user
 
+from ..auth.fetch_site import own_pages_only
 from ..auth.guards import clinical_required, record_refusal
 from ..params import parse_id
 from ..scale_registry import scales
@@ -32,8 +33,16 @@ def _wants_page() -> bool:
     return request.accept_mimetypes.best_match(["text/plain", "text/html"]) == "text/html"
 
 
+# A link on another site must not start an export in the user's name (auth/fetch_site.py).
+CROSS_SITE_MESSAGE = (
+    "This export was not started: the request came from another site's page. "
+    "Start exports from the Exports page of clinic_log."
+)
+
+
 @bp.route("/assessments.csv")
 @clinical_required
+@own_pages_only("export_refused_cross_site", "export", CROSS_SITE_MESSAGE)
 def assessments():
     """Stream the assessments CSV; a bad request is refused before a byte is sent."""
     try:

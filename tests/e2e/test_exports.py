@@ -112,3 +112,27 @@ def test_a_refused_export_says_why_next_to_the_field_and_keeps_the_form(page, li
     assert end.input_value() == yesterday
     assert page.get_by_label("Scale", exact=True).input_value() == "gad7"
     assert page.get_by_label("Wide: one row per assessment").is_checked()
+
+
+def test_a_link_on_another_site_starts_no_export_but_the_address_bar_does(page, live_server):
+    """The session cookie (SameSite=Lax) goes with a link followed from any site; the browser's
+    Sec-Fetch-Site says where the link was, and only our own pages and typed addresses export."""
+    log_in(page, live_server, "clin.north")
+    export_url = f"{live_server}/exports/assessments.csv?layout=long"
+    elsewhere = "http://elsewhere.invalid/"
+    page.route(
+        elsewhere,
+        lambda route: route.fulfill(
+            content_type="text/html", body=f'<a id="go" href="{export_url}">results</a>'
+        ),
+    )
+    page.goto(elsewhere)
+    with page.expect_response(export_url) as answer:
+        page.click("#go")
+    assert answer.value.status == 403
+    assert "This export was not started" in page.content()
+    # Typed into the address bar (Sec-Fetch-Site: none): the file downloads.
+    page.goto(f"{live_server}/")
+    with page.expect_download() as info:
+        page.evaluate(f"window.location.href = {export_url!r}")
+    assert info.value.suggested_filename == "clinic_log-long-all.csv"
