@@ -80,6 +80,7 @@ def build(workdir: Path, assessments: int, patients: int, seed: int = 7) -> dict
     from clinic_log.auth.services import create_site, create_user
     from clinic_log.database import now_utc
     from clinic_log.extensions import db
+    from clinic_log.identifiers import identifier_skeleton
     from clinic_log.models import Assessment
     from clinic_log.scale_registry import get_scale
 
@@ -105,8 +106,11 @@ def build(workdir: Path, assessments: int, patients: int, seed: int = 7) -> dict
             started = now - span * (per_patient + 2) - timedelta(minutes=p)
             identifier = f"B-{p:05d}"
             patient_rows.append(
-                (p, site_id, identifier, identifier.casefold(), None, clin_id, _stored(started))
-            )
+                (
+                    p, site_id, identifier, identifier.casefold(),
+                    identifier_skeleton(identifier), None, clin_id, _stored(started),
+                )
+            )  # fmt: skip
             episode_rows.append((p, p, _stored(started), "opioid", "", clin_id, _stored(started)))
             for k in range(per_patient):
                 if assessment_id == assessments:
@@ -154,8 +158,9 @@ def build(workdir: Path, assessments: int, patients: int, seed: int = 7) -> dict
             cursor = raw.cursor()
             cursor.execute("BEGIN")
             cursor.executemany(
-                "INSERT INTO patient (id, site_id, identifier, identifier_key, display_label,"
-                " created_by_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO patient (id, site_id, identifier, identifier_key,"
+                " identifier_skeleton, display_label, created_by_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 patient_rows,
             )
             cursor.executemany(

@@ -31,6 +31,7 @@ from clinic_log import create_app
 from clinic_log.auth.services import create_site, create_user
 from clinic_log.dashboard import summary as dashboard_summary
 from clinic_log.extensions import db
+from clinic_log.identifiers import identifier_skeleton
 from clinic_log.scales import load_scales
 
 SITE_CODE = "BENCH"
@@ -166,11 +167,12 @@ def _bulk_insert(conn, user_ids: dict[str, int], patients: int, assessments: int
     start = now - timedelta(days=DAYS)
     courses = [_course(rng, n) for n in range(patients)]
     conn.executemany(
-        "INSERT INTO patient (id, site_id, identifier, identifier_key, display_label,"
-        " created_by_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO patient (id, site_id, identifier, identifier_key, identifier_skeleton,"
+        " display_label, created_by_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             (n + 1, user_ids["site"], f"BENCH-{n + 1:04d}", f"bench-{n + 1:04d}",
-             f"Synthetic {n + 1}", user_ids["clinician"], _db_time(start))
+             identifier_skeleton(f"BENCH-{n + 1:04d}"), f"Synthetic {n + 1}",
+             user_ids["clinician"], _db_time(start))
             for n in range(patients)
         ),
     )  # fmt: skip

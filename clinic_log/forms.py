@@ -11,15 +11,14 @@ from wtforms import Field, PasswordField, RadioField, StringField
 from wtforms.validators import ValidationError
 from wtforms.widgets import DateTimeLocalInput
 
+from .identifiers import invisible_characters
 from .timeutil import AmbiguousLocalTime, LocalTimeError, local_to_utc, parse_local_input
 
 # C0/C1 control characters except tab, newline and carriage return; PostgreSQL cannot even
 # store NUL.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# Invisible and text-direction characters make an identifier look like another one.
-_INVISIBLE_OR_BIDI = re.compile(
-    r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-)
+# Tabs and line breaks of every kind: one-line fields (identifiers, labels) refuse them.
+_TABS_AND_LINE_BREAKS = re.compile(r"[\t\n\r\x0b\x0c\x85\u2028\u2029]")
 
 
 def _strip(value):
@@ -100,8 +99,15 @@ def refuse_control_characters(_form, field) -> None:
         )
 
 
+def refuse_line_breaks(_form, field) -> None:
+    if isinstance(field.data, str) and _TABS_AND_LINE_BREAKS.search(field.data):
+        raise ValidationError("This must be one line: remove the tabs and line breaks.")
+
+
 def refuse_invisible_characters(_form, field) -> None:
-    if isinstance(field.data, str) and _INVISIBLE_OR_BIDI.search(field.data):
+    """Invisible and text-direction characters (zero-width ones, Hangul fillers, a blank
+    Braille cell, ...) make an identifier or a name look like another one."""
+    if isinstance(field.data, str) and invisible_characters(field.data):
         raise ValidationError(
             "Remove the invisible or text-direction characters from this text: they make it "
             "look like something it is not."

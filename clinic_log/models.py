@@ -25,10 +25,11 @@ from sqlalchemy import (
     literal,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from .database import UTCDateTime, now_utc
 from .extensions import db
+from .identifiers import identifier_skeleton
 
 
 class Role(StrEnum):
@@ -231,6 +232,8 @@ class SiteAccessGrant(db.Model):
 class Patient(db.Model):
     __table_args__ = (
         UniqueConstraint("site_id", "identifier_key", name="uq_patient_site_identifier_key"),
+        # "Does a patient at this site already have an identifier that looks like this one?"
+        Index("ix_patient_site_identifier_skeleton", "site_id", "identifier_skeleton"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -239,6 +242,9 @@ class Patient(db.Model):
     # NFKC + case-folded: uniqueness and search ignore case and look-alike forms everywhere,
     # also on SQLite, whose lower() folds ASCII only.
     identifier_key: Mapped[str] = mapped_column(String(64))
+    # What the identifier looks like (identifiers.identifier_skeleton): set with the
+    # identifier (below), so no code path can store a patient without it.
+    identifier_skeleton: Mapped[str] = mapped_column(String(400))
     display_label: Mapped[str | None] = mapped_column(String(120))
     created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
@@ -251,6 +257,11 @@ class Patient(db.Model):
 
     def __repr__(self) -> str:
         return f"<Patient {self.id}>"
+
+    @validates("identifier")
+    def _keep_skeleton(self, _key: str, identifier: str) -> str:
+        self.identifier_skeleton = identifier_skeleton(identifier)
+        return identifier
 
     @property
     def open_episode(self) -> Episode | None:

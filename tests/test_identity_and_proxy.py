@@ -4,13 +4,17 @@ the login rate limit shared by every worker, and identifiers that only look diff
 from __future__ import annotations
 
 import json
+import unicodedata
 
 from conftest import PASSWORD, Browser, IsolatedClient
-from sqlalchemy import select
+from flask_migrate import upgrade
+from pages import field_errors, input_val
+from sqlalchemy import select, text
 
 from clinic_log import create_app
 from clinic_log.extensions import db
-from clinic_log.models import AuditEvent
+from clinic_log.models import AuditEvent, Patient
+from clinic_log.patients.services import identifier_skeleton
 
 REAL = "198.51.100.7"
 ATTACKER = "203.0.113.9"
@@ -164,3 +168,142 @@ def test_parallel_attempts_from_one_address_on_two_workers_stay_within_the_limit
     codes = sorted(getattr(r, "status_code", repr(r)) for r in results)
     assert codes == [200] * limit + [429] * (2 * per_worker - limit)
     assert len(events(app, "login_rate_limited")) == 2 * per_worker - limit
+
+
+# --------------------------------------------------------------------------- R10 look-alikes
+
+
+def new_patient(identifier, site_id, display_label="Kept label"):
+    return {
+        "site_id": str(site_id),
+        "identifier": identifier,
+        "display_label": display_label,
+        "started_at": "",
+        "substance_context": "kratom",
+        "episode_note": "typed note",
+    }
+
+
+def patients(app) -> list[tuple[int, str]]:
+    with app.app_context():
+        return db.session.execute(
+            select(Patient.site_id, Patient.identifier).order_by(Patient.id)
+        ).all()
+
+
+# Each looks like NORTH's N-001 (the world's patient) but is spelt with other characters.
+LOOK_ALIKES = [
+    ("Greek capital Nu", "\u039d-001"),
+    ("Cyrillic capital O for the zeros", "N-\u041e\u041e1"),
+    ("Cyrillic I for the one, lower case n", "n-00\u0406"),
+    ("Latin O for the zeros", "N-OO1"),
+    ("letter l for the one", "N-00l"),
+    ("hyphen U+2010", "N\u2010001"),
+    ("minus sign", "N\u2212001"),
+    ("en dash", "N\u2013001"),
+    ("combining acute accent", "N\u0301-001"),
+    ("combining dot below", "N-00\u03231"),
+]
+INVISIBLE = [
+    ("Hangul filler", "N-001\u3164"),
+    ("Hangul filler inside", "N\u3164-001"),
+    ("halfwidth Hangul filler", "N-\uffa0001"),
+    ("Braille pattern blank", "N-\u2800001"),
+    ("combining grapheme joiner", "N-0\u034f01"),
+    ("variation selector", "N-0\ufe0f01"),
+    ("Mongolian vowel separator", "N-0\u180e01"),
+]
+ONE_LINE = [
+    ("identifier", "N\t002"),
+    ("identifier", "N\n002"),
+    ("identifier", "N\r002"),
+    ("identifier", "N\u2028002"),
+    ("identifier", "N\u2029002"),
+    ("display_label", "Bed\t4"),
+    ("display_label", "Bed\n4"),
+    ("display_label", "Bed\r\n4"),
+    ("display_label", "Bed\u20284"),
+]
+
+
+def test_an_identifier_that_looks_like_another_patients_is_refused_naming_it(app, world, subtests):
+    browser = Browser(app.test_client())
+    browser.login("clin.north")
+    north = world["north"].id
+    before = patients(app)
+    for name, identifier in LOOK_ALIKES:
+        with subtests.test(name):
+            response = browser.post("/patients/new", new_patient(identifier, north))
+            assert response.status_code == 422
+            errors = field_errors(response, "identifier")
+            assert "looks like the identifier of a patient already at NORTH: N-001" in errors
+            assert input_val(response, "identifier") == unicodedata.normalize("NFKC", identifier)
+            assert input_val(response, "display_label") == "Kept label"
+            assert patients(app) == before
+
+
+def test_invisible_fillers_are_refused_in_identifiers_and_labels(app, world, subtests):
+    browser = Browser(app.test_client())
+    browser.login("clin.north")
+    north = world["north"].id
+    before = patients(app)
+    for name, identifier in INVISIBLE:
+        with subtests.test(name):
+            response = browser.post("/patients/new", new_patient(identifier, north))
+            assert response.status_code == 422
+            assert "Remove the invisible" in field_errors(response, "identifier")
+            label = browser.post(
+                "/patients/new", new_patient("P-77", north, display_label=f"Bed{identifier}")
+            )
+            assert label.status_code == 422
+            assert "Remove the invisible" in field_errors(label, "display_label")
+            assert patients(app) == before
+
+
+def test_tabs_and_line_breaks_are_refused_in_identifiers_and_labels(app, world, subtests):
+    browser = Browser(app.test_client())
+    browser.login("clin.north")
+    north = world["north"].id
+    before = patients(app)
+    for field, value in ONE_LINE:
+        with subtests.test(field=field, value=value):
+            data = new_patient("P-78", north)
+            data[field] = value
+            response = browser.post("/patients/new", data)
+            assert response.status_code == 422
+            assert "one line" in field_errors(response, field)
+            assert patients(app) == before
+
+
+def test_identifiers_that_only_resemble_each_other_elsewhere_or_differ_are_accepted(app, world):
+    browser = Browser(app.test_client())
+    browser.login("clin.south")
+    south = world["south"].id
+    # Another site's patient is another patient: a look-alike of NORTH's N-001 is fine at SOUTH.
+    assert browser.post("/patients/new", new_patient("\u039d-001", south)).status_code == 302
+    for identifier in ("N-002", "M-001", "N-0011", "José 12", "N 001"):
+        response = browser.post("/patients/new", new_patient(identifier, south))
+        assert response.status_code == 302, (identifier, field_errors(response, "identifier"))
+    refused = browser.post("/patients/new", new_patient("J\u0323osé 12", south))
+    assert "looks like the identifier of a patient already at SOUTH: José 12" in field_errors(
+        refused, "identifier"
+    )
+
+
+def test_the_migration_stores_the_skeleton_of_existing_identifiers(tmp_path, empty_database_url):
+    from test_races import BEFORE_ONE_OPEN, add_rows
+
+    other = create_app({"DATABASE_URL": empty_database_url, "INSTANCE_PATH": str(tmp_path / "i")})
+    with other.app_context():
+        upgrade(revision=BEFORE_ONE_OPEN)
+        with db.engine.begin() as conn:
+            add_rows(conn)
+            conn.execute(text("UPDATE episode SET ended_at = started_at WHERE id = 2"))
+        upgrade()
+        stored = dict(
+            db.session.execute(select(Patient.identifier, Patient.identifier_skeleton)).all()
+        )
+        db.session.remove()
+        db.engine.dispose()
+    assert stored == {"N-001": identifier_skeleton("N-001"), "N-002": identifier_skeleton("N-002")}
+    assert identifier_skeleton("N-001") == identifier_skeleton("\u039d-\u041e\u041e1")

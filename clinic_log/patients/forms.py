@@ -9,6 +9,7 @@ from ..forms import (
     normalise_newlines,
     refuse_control_characters,
     refuse_invisible_characters,
+    refuse_line_breaks,
 )
 from ..models import SUBSTANCE_LABELS
 
@@ -45,6 +46,7 @@ class PatientForm(EpisodeFieldsMixin, BaseForm):
             DataRequired("Enter the patient's identifier."),
             Length(max=64),
             refuse_control_characters,
+            refuse_line_breaks,
             refuse_invisible_characters,
         ],
     )
@@ -54,6 +56,7 @@ class PatientForm(EpisodeFieldsMixin, BaseForm):
             Optional(),
             Length(max=120),
             refuse_control_characters,
+            refuse_line_breaks,
             refuse_invisible_characters,
         ],
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +12,7 @@ from .. import audit
 from ..dashboard import summary as dashboard_summary
 from ..database import begin_write, now_utc
 from ..extensions import db
+from ..identifiers import identifier_key, identifier_skeleton
 from ..models import Assessment, Episode, Patient, Site, SubstanceContext, User
 from ..paging import PageNumbers
 from ..timeutil import implausible_time
@@ -33,11 +33,6 @@ class PatientRow:
     open_episode_started_at: datetime | None
     last_observed_at: datetime | None
     assessment_count: int
-
-
-def identifier_key(value: str) -> str:
-    """The form identifiers are compared in: NFKC, then case-folded ('n-001' is 'N-001')."""
-    return unicodedata.normalize("NFKC", value).strip().casefold()
 
 
 def _like_escape(text: str) -> str:
@@ -102,6 +97,14 @@ def create_patient(
     taken = _existing_identifier(site, identifier)
     if taken is not None:
         raise _duplicate_identifier(site, taken)
+    look_alike = _look_alike_identifier(site, identifier)
+    if look_alike is not None:
+        raise PatientRuleError(
+            "identifier",
+            f"This identifier looks like the identifier of a patient already at {site.code}: "
+            f"{look_alike}. If this is that patient, open them from the patient list; if not, "
+            "choose an identifier that cannot be mistaken for theirs.",
+        )
     _check_start(started_at)
     patient = Patient(
         site=site,
@@ -137,6 +140,20 @@ def _existing_identifier(site: Site, identifier: str) -> str | None:
         select(Patient.identifier).where(
             Patient.site_id == site.id, Patient.identifier_key == identifier_key(identifier)
         )
+    )
+
+
+def _look_alike_identifier(site: Site, identifier: str) -> str | None:
+    """The identifier of a patient at this site that ``identifier`` could be taken for
+    (Greek or Cyrillic letters, another dash, an accent: the same confusable skeleton)."""
+    return db.session.scalar(
+        select(Patient.identifier)
+        .where(
+            Patient.site_id == site.id,
+            Patient.identifier_skeleton == identifier_skeleton(identifier),
+        )
+        .order_by(Patient.id)
+        .limit(1)
     )
 
 
