@@ -6,15 +6,32 @@ export FLASK_APP := clinic_log
 
 .PHONY: run test lint bench dast docs-images screenshots clean
 
-$(BIN)/python:
+$(BIN)/python: | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+# PyICU (look-alike patient identifiers, Unicode TR39) compiles against the system's ICU.
+# Installed from Debian's packages when missing and we may; otherwise say what is needed.
+.PHONY: system-packages
+system-packages:
+	@if ! pkg-config --exists icu-i18n 2>/dev/null || ! command -v g++ >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libicu-dev pkg-config g++ >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	         apt-get install -y -qq libicu-dev pkg-config g++ >/dev/null; }; \
+	  else \
+	    echo "PyICU needs ICU's headers, pkg-config and a C++ compiler:"; \
+	    echo "  Debian/Ubuntu: sudo apt-get install libicu-dev pkg-config g++"; \
+	    echo "  macOS: brew install icu4c pkg-config"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python system-packages
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python system-packages
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.installed-run
 
