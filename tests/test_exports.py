@@ -110,6 +110,14 @@ def parse(raw: bytes) -> Csv:
     return Csv(text, preamble, header, [dict(zip(header, r, strict=True)) for r in data])
 
 
+def by_real_id(data: Csv, *ids: int) -> dict[int, dict[str, str]]:
+    """A de-identified file's rows, by the real ids of entries the test knows (the file holds
+    keyed pseudonyms of them, with EXPORT_KEY)."""
+    rows = {row["assessment_id"]: row for row in data.rows}
+    key = Pseudonymiser(EXPORT_KEY)
+    return {i: rows[key.assessment(i)] for i in ids if key.assessment(i) in rows}
+
+
 def fresh() -> None:
     """End the test session's transaction: later reads see what the requests committed."""
     db.session.commit()
@@ -602,37 +610,38 @@ def test_deidentified_file_has_no_identifiers_names_or_notes(north, world, two_p
     first = export_csv(north, profile="deidentified")
     second = export_csv(north, profile="deidentified", layout="wide", scale="cows")
     a1, b1 = two_patients["a1"], two_patients["b1"]
-    for data in (first, second):
-        rows = data.by_id()
+    rows_1, rows_2 = (by_real_id(data, a1.id, b1.id) for data in (first, second))
+    for rows in (rows_1, rows_2):
         assert rows[a1.id]["patient_pseudonym"] != rows[b1.id]["patient_pseudonym"]
-    assert first.by_id()[a1.id]["patient_pseudonym"] == second.by_id()[a1.id]["patient_pseudonym"]
-    assert first.by_id()[b1.id]["patient_pseudonym"] == second.by_id()[b1.id]["patient_pseudonym"]
+    assert rows_1[a1.id]["patient_pseudonym"] == rows_2[a1.id]["patient_pseudonym"]
+    assert rows_1[b1.id]["patient_pseudonym"] == rows_2[b1.id]["patient_pseudonym"]
     assert {r["patient_pseudonym"] for r in first.rows if r["scale"] == "gad7"} == {
-        first.by_id()[a1.id]["patient_pseudonym"]
+        rows_1[a1.id]["patient_pseudonym"]
     }
-    assert first.by_id()[a1.id]["reviewed"] == "yes" and first.by_id()[b1.id]["reviewed"] == "no"
-    assert first.by_id()[b1.id]["reviewed_at_utc"] == ""
-    assert first.by_id()[a1.id]["episode_number"] == "1"
+    assert rows_1[a1.id]["reviewed"] == "yes" and rows_1[b1.id]["reviewed"] == "no"
+    assert rows_1[b1.id]["reviewed_at_utc"] == ""
+    assert rows_1[a1.id]["episode_number"] == "1"
 
 
 def test_dates_shift_by_whole_days_per_patient_keeping_intervals(
     north, world, two_patients, export_key
 ):
     a1, a2, b1 = two_patients["a1"], two_patients["a2"], two_patients["b1"]
-    rows = export_csv(north, profile="deidentified").by_id()
+    rows = by_real_id(export_csv(north, profile="deidentified"), a1.id, a2.id, b1.id)
     shifts = {}
     for assessment in (a1, a2, b1):
         row = rows[assessment.id]
         real, shifted = assessment.observed_at, utc(row["observed_at_utc"])
-        shift = real.replace(microsecond=0) - shifted
+        # The file has whole minutes (tests/test_deidentified_export.py).
+        shift = real.replace(second=0, microsecond=0) - shifted
         # A whole number of days back.
         assert shift.seconds == 0 and shift.microseconds == 0 and 1 <= shift.days <= 364
-        # Every other date of the patient moves by the same (the file has whole seconds).
+        # Every other date of the patient moves by the same.
         for column, value in (
             ("episode_started_at_utc", assessment.episode.started_at),
             ("recorded_at_utc", assessment.recorded_at),
         ):
-            assert value.replace(microsecond=0) - utc(row[column]) == shift, column
+            assert value.replace(second=0, microsecond=0) - utc(row[column]) == shift, column
         # The local time is the shifted instant in the site's zone, with the offset then.
         local = datetime.fromisoformat(row["observed_at_local"])
         assert local == shifted
@@ -641,10 +650,10 @@ def test_dates_shift_by_whole_days_per_patient_keeping_intervals(
         assert shift == export_key.shift(assessment.patient_id)
     assert shifts[a1.id] == shifts[a2.id]
     assert shifts[a1.id] != shifts[b1.id]
-    # Intervals between one patient's entries are kept to the second.
+    # Intervals between one patient's entries are kept to the minute.
     gap = utc(rows[a2.id]["observed_at_utc"]) - utc(rows[a1.id]["observed_at_utc"])
     assert gap == a2.observed_at - a1.observed_at == timedelta(hours=28, minutes=7)
-    signed_at = a1.reviewed_at.replace(microsecond=0)
+    signed_at = a1.reviewed_at.replace(second=0, microsecond=0)
     assert signed_at - utc(rows[a1.id]["reviewed_at_utc"]) == shifts[a1.id]
 
 
@@ -698,7 +707,7 @@ def test_episode_numbers_count_the_patients_episodes(world, login, add_assessmen
     open_episode(clin, patient, now_utc() - timedelta(days=5), "opioid", "")
     second = add_assessment(patient, clin, observed_at=now_utc() - timedelta(days=4))
     rows = export_csv(login("clin.north"), profile="deidentified", layout="wide", scale="cows")
-    numbers = {i: r["episode_number"] for i, r in rows.by_id().items()}
+    numbers = {i: r["episode_number"] for i, r in by_real_id(rows, first.id, second.id).items()}
     assert numbers == {first.id: "1", second.id: "2"}
 
 
@@ -1027,7 +1036,7 @@ def _every_allowed_score_of_every_scale(dictionary):
                 assert scale.citation in row["citation"]
     expected = sum(len(i.anchors) for s in scales().values() for i in s.items)
     assert len(items) == expected
-    assert {r["record_type"] for r in dictionary.rows} == {"item", "column"}
+    assert {r["record_type"] for r in dictionary.rows} == {"item", "column", "deidentified"}
 
 
 def _cows_anchors(dictionary):
@@ -1201,8 +1210,9 @@ def _oracle_rows(user, params: dict, key: str) -> list[list]:
         query = query.where(Assessment.status == "active")
     pseudonymiser = Pseudonymiser(key)
     deidentified = params.get("profile") == "deidentified"
-    rows = []
+    blocks = []  # (where the entry goes in the file, its rows)
     for a in db.session.scalars(query):
+        rows = []
         items = sorted(a.item_scores, key=lambda i: i.position)
         if not items:
             continue  # an entry without item scores has never been exported
@@ -1213,18 +1223,26 @@ def _oracle_rows(user, params: dict, key: str) -> list[list]:
             shift = pseudonymiser.shift(a.patient_id)
 
             def moved(value, shift=shift):
-                return value - shift if value else None
+                # Back by the patient's days, to the minute.
+                return (value - shift).replace(second=0, microsecond=0) if value else None
+
+            def entry(assessment_id):
+                return pseudonymiser.assessment(assessment_id) if assessment_id else ""
 
             number = sum(1 for e in a.patient.episodes if e.started_at <= episode.started_at)
+            patient = pseudonymiser.pseudonym(site.code, a.patient.identifier_key)
             base = [
-                pseudonymiser.pseudonym(site.code, a.patient.identifier_key), site.code, number,
-                _oracle_utc(moved(episode.started_at)), a.scale_key, a.scale_version, a.id,
-                _oracle_utc(moved(a.observed_at)),
+                patient, site.code, number, _oracle_utc(moved(episode.started_at)), a.scale_key,
+                a.scale_version, entry(a.id), _oracle_utc(moved(a.observed_at)),
                 _oracle_local(moved(a.observed_at), site.timezone), a.total, band, completeness,
-                a.status, a.replaces_id or "", _oracle_utc(moved(a.recorded_at)),
+                a.status, entry(a.replaces_id), _oracle_utc(moved(a.recorded_at)),
                 "yes" if a.reviewed_at else "no", _oracle_utc(moved(a.reviewed_at)),
             ]  # fmt: skip
+            # Patient by patient in pseudonym order, then by the minute shown, then pseudonym.
+            place = (patient, moved(a.observed_at), entry(a.id))
         else:
+            place = (len(blocks),)  # the database's order: observed, then id
+        if not deidentified:
             base = [
                 a.patient.identifier, site.code, a.episode_id, _oracle_utc(episode.started_at),
                 a.scale_key, a.scale_version, a.id, _oracle_utc(a.observed_at),
@@ -1260,7 +1278,8 @@ def _oracle_rows(user, params: dict, key: str) -> list[list]:
                         "" if i.measured_value is None else i.measured_value,
                     ]
                 )  # fmt: skip
-    return rows
+        blocks.append((place, rows))
+    return [row for _, rows in sorted(blocks, key=lambda block: block[0]) for row in rows]
 
 
 @pytest.fixture

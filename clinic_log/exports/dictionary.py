@@ -8,7 +8,9 @@ from ..scales import NOT_ASSESSED_REASONS, Scale
 PREAMBLE = [
     "clinic_log data dictionary: export columns and scale definitions",
     NO_ADVICE_NOTICE,
-    "record_type 'column' describes an export column; 'item' rows list each allowed score",
+    "record_type 'column' describes an export column; 'item' rows list each allowed score; "
+    "'deidentified' rows say what the de-identified profile removes, pseudonymises, shifts, "
+    "coarsens, reorders or keeps (in label)",
 ]
 HEADER = [
     "record_type", "name", "scale", "scale_name", "scale_version", "custom", "label",
@@ -26,9 +28,10 @@ COLUMNS = {
     "episode_started_at_utc": "Episode start, UTC, ISO 8601 with Z.",
     "scale": "Scale key.",
     "scale_version": "Version of the scale definition the entry was scored with.",
-    "assessment_id": "The entry; an amendment is a new entry whose replaces_id names the old one.",
-    "observed_at_utc": "When the symptoms were observed, UTC, ISO 8601 with Z. Shifted by a "
-    "per-patient number of days in the de-identified profile (intervals kept).",
+    "assessment_id": "The entry; an amendment is a new entry whose replaces_id names the old one. "
+    "De-identified: a keyed hash of the entry (E-...), never its number.",
+    "observed_at_utc": "When the symptoms were observed, UTC, ISO 8601 with Z. De-identified: "
+    "moved back by the patient's number of days and cut to the minute (intervals kept).",
     "observed_at_local": "The same instant in the site's timezone, with its UTC offset.",
     "total": "Sum of the assessed items. For an incomplete entry it is a lower bound.",
     "band": "The scale's published severity label; empty when incomplete or when none applies.",
@@ -54,10 +57,55 @@ COLUMNS = {
 }
 
 
+_SHIFTED = (
+    "Moved back by the patient's own whole number of days (1 to 364, the same in every export "
+    "made with this installation's key) and cut to the minute: intervals between a patient's "
+    "times, such as time since episode start, are kept to the minute."
+)
+# What the de-identified profile does to each column of the identified file, and to the file.
+DEIDENTIFIED = {
+    "patient_identifier": ("removed", "Replaced by patient_pseudonym."),
+    "patient_pseudonym": ("pseudonymised", "Keyed hash (HMAC-SHA256) of site and identifier; "
+                          "without the installation's key it cannot be linked back."),
+    "episode_id": ("removed", "Replaced by episode_number (1, 2, ... per patient)."),
+    "assessment_id": ("pseudonymised", "Keyed hash of the entry (E-...), not its number."),
+    "replaces_id": ("pseudonymised", "The pseudonym of the entry it replaces, as in "
+                    "assessment_id, so amendment chains are kept."),
+    "episode_started_at_utc": ("shifted and coarsened", _SHIFTED),
+    "observed_at_utc": ("shifted and coarsened", _SHIFTED),
+    "observed_at_local": ("shifted and coarsened", _SHIFTED + " The UTC offset is the one in "
+                          "force at the shifted time."),
+    "recorded_at_utc": ("shifted and coarsened", _SHIFTED),
+    "reviewed_at_utc": ("shifted and coarsened", _SHIFTED + " It is the signature's time."),
+    "recorded_by": ("removed", "No person's name is in the file."),
+    "reviewed_by": ("removed", "Replaced by reviewed (yes or no)."),
+    "notes": ("removed", "Free text can name anyone and anything."),
+    "status_reason": ("removed", "Free text; status (amended, voided) is kept."),
+    "generated_by": ("removed", "The provenance lines name no user; the audit trail does."),
+    "generated_at": ("withheld", "The day a file was made would date it against the "
+                     "identified exports of that day; the audit trail keeps it."),
+    "filters": ("coarsened", "A patient filter reads 'one patient' and real start and end "
+                "dates are not shown."),
+    "row order": ("reordered", "Patient by patient in pseudonym order, each patient's entries "
+                  "by shifted time (then pseudonym), never in the order they were made."),
+    "site": ("kept", "Site code: a research file needs the clinic."),
+    "scale": ("kept", "Scale key and version."),
+    "total": ("kept", "Scores, bands, completeness and item answers are the data."),
+    "band": ("kept", "As in the identified file."),
+    "status": ("kept", "active, amended or voided."),
+    "episode_number": ("kept", "Counts the patient's episodes."),
+    "reviewed": ("kept", "yes or no."),
+}  # fmt: skip
+
+
 def dictionary_rows(scales: dict[str, Scale]) -> tuple[list[str], list[list]]:
     rows: list[list] = [
         ["column", name, "", "", "", "", "", "", "", "", "", "", "", "", text]
         for name, text in COLUMNS.items()
+    ]
+    rows += [
+        ["deidentified", name, "", "", "", "", treatment, "", "", "", "", "", "", "", text]
+        for name, (treatment, text) in DEIDENTIFIED.items()
     ]
     for scale in scales.values():
         for item in scale.items:

@@ -330,6 +330,20 @@ _ITEMS_OF = (
 )
 
 
+def _patients_in_pseudonym_order(
+    connection, request: ExportRequest, pseudonymiser: Pseudonymiser
+) -> list[int]:
+    """The ids of the patients with entries in the export, sorted by their pseudonyms."""
+    found = connection.execute(
+        select(Assessment.patient_id, Site.code, Patient.identifier_key)
+        .distinct()
+        .join(Patient, Patient.id == Assessment.patient_id)
+        .join(Site, Site.id == Patient.site_id)
+        .where(*_conditions(request))
+    ).all()
+    return [row[0] for row in sorted(found, key=lambda r: pseudonymiser.pseudonym(r[1], r[2]))]
+
+
 def count_rows(connection, request: ExportRequest) -> int:
     """Rows the file will have: assessments (wide) or item scores (long)."""
     counted = ItemScore.id if request.layout == "long" else func.distinct(Assessment.id)
@@ -362,6 +376,17 @@ class Pseudonymiser:
     def shift(self, patient_id: int) -> timedelta:
         """Whole days back, 1 to 364, the same for every date of one patient."""
         return timedelta(days=1 + int.from_bytes(self._digest(f"shift:{patient_id}")[:4]) % 364)
+
+    def assessment(self, assessment_id: int) -> str:
+        """The entry's pseudonym (assessment_id, and replaces_id of its amendment): the real
+        id is the row's number in the database, a key into every identified export."""
+        return "E-" + self._digest(f"assessment:{assessment_id}").hex()[:16]
+
+
+def _moved(value: datetime | None, shift: timedelta) -> datetime | None:
+    """A de-identified time: ``shift`` earlier, to the minute. The seconds (a server clock's
+    recorded_at above all) would match a row of the identified file at once."""
+    return (value - shift).replace(second=0, microsecond=0) if value else None
 
 
 def _utc(value: datetime | None) -> str:
@@ -443,14 +468,24 @@ class ExportRows:
         self.scale_items = {key: scale.items for key, scale in scales().items()}
         self.times = _Times(connection.dialect)
         self.pivoted = request.layout == "wide" and connection.dialect.name == "sqlite"
-        self.assessments = connection.execute(
-            _assessments_statement(request, self.pivoted).execution_options(yield_per=BATCH_ROWS)
-        )
-        self.items = None
-        if not self.pivoted:
-            self.items = connection.execute(
-                _items_statement(request).execution_options(yield_per=BATCH_ROWS)
+        assessments = _assessments_statement(request, self.pivoted)
+        items = None if self.pivoted else _items_statement(request)
+        self.patient_order: list[int] | None = None
+        if pseudonymiser is not None:
+            # De-identified: patient by patient in pseudonym order, read a group of patients
+            # at a time. The database's order (observation time, then id: the order entries
+            # were made in) would line the rows up with an identified export's.
+            chunk = Assessment.patient_id.in_(bindparam("patients", expanding=True))
+            self.by_patients = tuple(
+                None if s is None else s.where(chunk).execution_options(yield_per=BATCH_ROWS)
+                for s in (assessments, items)
             )
+            self.patient_order = _patients_in_pseudonym_order(connection, request, pseudonymiser)
+            return
+        self.assessments = connection.execute(assessments.execution_options(yield_per=BATCH_ROWS))
+        self.items = None
+        if items is not None:
+            self.items = connection.execute(items.execution_options(yield_per=BATCH_ROWS))
 
     def entries(self, needs_items: Callable[[Any], bool] | None = None) -> Iterator[tuple]:
         """(assessment row, its item score rows), in export order; an assessment without item
@@ -459,10 +494,35 @@ class ExportRows:
         Pivoted rows: a batch's item score rows are read with one more query, for every
         assessment, or only where ``needs_items(row)`` (the others come with None).
         """
-        if self.items is not None:
-            yield from self._streamed()
+        if self.patient_order is None:
+            yield from self._entries(self.assessments, self.items, needs_items)
             return
-        for batch in self.assessments.partitions():
+        assessments_of, items_of = self.by_patients
+        for start in range(0, len(self.patient_order), IDS_PER_QUERY):
+            chunk = {"patients": self.patient_order[start : start + IDS_PER_QUERY]}
+            by_patient: dict[int, list] = {}
+            found = self._entries(
+                self.connection.execute(assessments_of, chunk),
+                None if items_of is None else self.connection.execute(items_of, chunk),
+                needs_items,
+            )
+            for entry in found:
+                by_patient.setdefault(entry[0].patient_id, []).append(entry)
+            for patient_id in chunk["patients"]:
+                yield from sorted(by_patient.get(patient_id, ()), key=self._deidentified_order)
+
+    def _deidentified_order(self, entry: tuple) -> tuple:
+        """One patient's entries: by the minute observed (what the file shows), then by
+        pseudonym, never by id."""
+        row = entry[0]
+        observed = _moved(self.times.aware(row.observed_at), timedelta(0))
+        return observed, self.pseudonymiser.assessment(row.id)
+
+    def _entries(self, assessments, items, needs_items) -> Iterator[tuple]:
+        if items is not None:
+            yield from self._streamed(assessments, items)
+            return
+        for batch in assessments.partitions():
             needed = [needs_items is None or needs_items(row) for row in batch]
             wanted = [row[0] for row, need in zip(batch, needed, strict=True) if need]
             found = {}
@@ -477,10 +537,10 @@ class ExportRows:
                 elif row[0] in found:
                     yield row, found[row[0]]
 
-    def _streamed(self) -> Iterator[tuple]:
-        groups = groupby(chain.from_iterable(self.items.partitions()), key=itemgetter(0))
+    def _streamed(self, assessments, items) -> Iterator[tuple]:
+        groups = groupby(chain.from_iterable(items.partitions()), key=itemgetter(0))
         key, group = next(groups, (None, ()))
-        for batch in self.assessments.partitions():
+        for batch in assessments.partitions():
             for row in batch:
                 if row[0] == key:
                     yield row, list(group)
@@ -551,16 +611,14 @@ def _base_columns(row, pseudonymiser: Pseudonymiser | None, aware) -> list:
             row.reviewed_by_name or "", _utc(reviewed), row.notes,
         ]  # fmt: skip
     shift = pseudonymiser.shift(row.patient_id)
-
-    def moved(value):
-        return value - shift if value else None
-
     return [
         pseudonymiser.pseudonym(row.code, row.identifier_key), row.code, row.episode_number,
-        _utc(moved(started)), row.scale_key, row.scale_version, row.id, _utc(moved(observed)),
-        _local(moved(observed), row.timezone), row.total, band, completeness, row.status,
-        row.replaces_id or "", _utc(moved(recorded)), "yes" if reviewed else "no",
-        _utc(moved(reviewed)),
+        _utc(_moved(started, shift)), row.scale_key, row.scale_version,
+        pseudonymiser.assessment(row.id), _utc(_moved(observed, shift)),
+        _local(_moved(observed, shift), row.timezone), row.total, band, completeness, row.status,
+        pseudonymiser.assessment(row.replaces_id) if row.replaces_id else "",
+        _utc(_moved(recorded, shift)), "yes" if reviewed else "no",
+        _utc(_moved(reviewed, shift)),
     ]  # fmt: skip
 
 
@@ -581,7 +639,7 @@ class _FastWriter:
     What it leaves out, and why no byte changes:
     - ``csv_cell`` on numbers (it returns them as they are) and on text that cannot start
       with a formula trigger: the times it formats (they start with a digit), pseudonyms
-      ("P-"), its fixed words (complete, yes, NA). Every other text value goes through
+      ("P-", "E-"), its fixed words (complete, yes, NA). Every other text value goes through
       ``CellCache``: ``csv_cell`` once per distinct value.
     - Long layout: an assessment's columns are written once, in front of each of its item
       rows; an item's columns once per distinct (scale, item, score, reason, measurement).
@@ -668,7 +726,7 @@ class _FastWriter:
             if shift is None:
                 text = self.times.utc_text(started)
             else:
-                text = _utc_text(self.times.aware(started) - shift if started else None)
+                text = _utc_text(_moved(self.times.aware(started), shift))
             if len(self.started) < CACHE_LIMIT:
                 self.started[episode_id] = text
         return text
@@ -713,15 +771,16 @@ class _FastWriter:
             pseudonym = self.rows.pseudonymiser.pseudonym(code, identifier_key)
             if len(self.pseudonyms) < CACHE_LIMIT:
                 self.pseudonyms[code, identifier_key] = pseudonym
-        cells, aware = self.cells, self.times.aware
-        observed = aware(observed) - shift
+        cells, aware, entry = self.cells, self.times.aware, self.rows.pseudonymiser.assessment
+        observed = _moved(aware(observed), shift)
         return [
             pseudonym, cells[code], episode_number, self.started_text(episode_id, started, shift),
-            cells[scale_key], cells[scale_version], assessment_id, _utc_text(observed),
+            cells[scale_key], cells[scale_version], entry(assessment_id), _utc_text(observed),
             self.local_text(observed, tz_name), total, cells[band] if complete else "",
-            "complete" if complete else "incomplete", cells[status], replaces_id or "",
-            _utc_text(aware(recorded) - shift), "yes" if reviewed else "no",
-            _utc_text(aware(reviewed) - shift) if reviewed else "",
+            "complete" if complete else "incomplete", cells[status],
+            entry(replaces_id) if replaces_id else "", _utc_text(_moved(aware(recorded), shift)),
+            "yes" if reviewed else "no",
+            _utc_text(_moved(aware(reviewed), shift)) if reviewed else "",
         ]  # fmt: skip
 
 
@@ -861,11 +920,21 @@ def preamble(request: ExportRequest, user: User, count: int, at: datetime) -> li
             if shown_filters.get(key):
                 shown_filters[key] = "(a real date, not shown)"
     filters = "; ".join(f"{k}={v}" for k, v in shown_filters.items() if v != "")
+    if request.profile == "deidentified":
+        # The day it was made dates the file against the identified exports of that day, and
+        # a name says which clinic and team; the audit trail keeps both.
+        made = [
+            "generated_at: withheld (de-identified; the audit trail holds it)",
+            "de-identified: ids are keyed pseudonyms; each patient's times are moved back by "
+            "that patient's whole number of days and cut to the minute; rows are in pseudonym "
+            "order (the data dictionary lists what is removed; shifted and kept)",
+        ]
+    else:
+        made = [f"generated_at: {_utc(at)}", f"generated_by: {user.username} ({user.display_name})"]
     return [
         "clinic_log export of withdrawal symptom assessments",
         NO_ADVICE_NOTICE,
-        f"generated_at: {_utc(at)}",
-        f"generated_by: {user.username} ({user.display_name})",
+        *made,
         f"filters: {filters}",
         f"rows: {count}",
         f"scale versions: {versions}",
