@@ -383,13 +383,19 @@ def test_refused_or_invalid_actions_write_no_data(world, add_assessment, make_us
     amend_url = f"/assessments/{entry_id}/amend"
     assert send(clin, amend_url, amend_data).status_code == 422
     assert send(clin, f"/assessments/{entry_id}/void", {"version": "1"}).status_code == 422
-    assert since(start) == []
+    # A refused form that shows the patient again writes its read line, and nothing else.
+    reads = {"view_assessment", "view_patient"}
+    assert {e.action for e in since(start)} == reads
+
+    def not_reads():
+        return [e.action for e in since(start) if e.action not in reads]
+
     assert send(colleague, amend_url, {**amend_data, "reason": "mine"}).status_code == 403
-    assert [e.action for e in since(start)] == ["access_refused"]
+    assert not_reads() == ["access_refused"]
     sign_data = {"password": "not it at all", "version": "1"}
     assert send(sup, f"/assessments/{entry_id}/sign", sign_data).status_code == 422
     # A wrong password typed to sign is a try toward the lockout, audited as such too.
-    assert [e.action for e in since(start)] == [
+    assert not_reads() == [
         "access_refused",
         "reentry_failure",
         "review_refused",
