@@ -446,6 +446,7 @@ def test_incomplete_total_is_lower_bound_without_band(scales, key):
     assert result.complete is False
     assert result.band is None
     assert result.band_label is None
+    assert result.floor == scale.band_for(expected)  # at most a floor, never the band
     assert result.not_assessed == (first, last)  # item order, not answer order
 
 
@@ -458,6 +459,42 @@ def test_incomplete_cows_in_a_band_range_still_gets_no_band(scales):
     assert result.complete is False
     assert result.band is None
     assert result.not_assessed == ("resting_pulse",)
+    # The true total is 26 or more, so "Moderately severe" is certain as a floor.
+    assert result.floor.label == "Moderately severe"
+
+
+def test_an_incomplete_cows_of_43_is_at_least_severe(scales):
+    cows = scales["cows"]
+    answers: dict[str, int | None] = {item.key: item.max_score for item in cows.items}  # 48
+    answers["resting_pulse"] = None  # 4 points not assessed
+    answers["sweating"] = 3  # one point less: the recorded items add up to 43
+    result = cows.score(answers)
+    assert (result.total, result.complete, result.band) == (43, False, None)
+    assert result.floor.label == "Severe"
+
+
+@pytest.mark.parametrize(
+    ("total", "complete", "floor"),
+    [
+        (0, False, None),  # reaches no band: "Incomplete"
+        (4, False, None),
+        (5, False, "Mild"),  # the lowest total of a band is already that band
+        (12, False, "Mild"),
+        (13, False, "Moderate"),
+        (36, False, "Moderately severe"),
+        (37, False, "Severe"),
+        (48, False, "Severe"),
+        (30, True, None),  # a complete total has a band, never a floor
+    ],
+)
+def test_floor_is_the_band_a_lower_bound_has_reached(scales, total, complete, floor):
+    found = scales["cows"].floor_for(total, complete)
+    assert (found.label if found else None) == floor
+
+
+def test_scales_without_bands_have_no_floor(scales):
+    for key in ("sows", "oows", "sows_gossop", "symptom_nrs"):
+        assert scales[key].floor_for(scales[key].total_max, False) is None
 
 
 @pytest.mark.parametrize("key", list(EXPECTED_ALLOWED))

@@ -144,6 +144,9 @@ class ScoreResult:
     complete: bool  # False when any item is "not assessed"
     band: Band | None  # None when incomplete, or when the total falls in no published band
     not_assessed: tuple[str, ...]  # item keys answered "not assessed", in item order
+    # Incomplete only: the band the recorded items already reach. The true total can only be
+    # higher, so at least this band is certain; it is never shown as the entry's band.
+    floor: Band | None = None
 
     @property
     def band_label(self) -> str | None:
@@ -194,6 +197,16 @@ class Scale:
                 return band
         return None
 
+    def floor_for(self, total: int, complete: bool) -> Band | None:
+        """The band an incomplete total has certainly reached, or None.
+
+        A total with items not assessed is a lower bound: the true total is ``total`` or more,
+        and the bands rise with the total, so the band containing ``total`` is a floor ("at
+        least Severe"). A complete total has a band, not a floor; a lower bound below every
+        band reaches none ("Incomplete").
+        """
+        return None if complete else self.band_for(total)
+
     def score(self, answers: Mapping[str, int | None]) -> ScoreResult:
         """Score a complete set of answers; ``None`` marks an item as not assessed.
 
@@ -227,9 +240,14 @@ class Scale:
                 raise ScoreError(item.key, item._not_allowed_message(value))
             total += value
 
-        # A partial sum is only a lower bound, so it never gets a severity band.
+        # A partial sum is only a lower bound, so it never gets a severity band: at most a
+        # floor, the band it has already reached.
         complete = not not_assessed
         band = self.band_for(total) if complete else None
         return ScoreResult(
-            total=total, complete=complete, band=band, not_assessed=tuple(not_assessed)
+            total=total,
+            complete=complete,
+            band=band,
+            not_assessed=tuple(not_assessed),
+            floor=self.floor_for(total, complete),
         )
