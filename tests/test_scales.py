@@ -828,3 +828,22 @@ def test_scale_definition_error_attributes():
         "bad",
     )
     assert str(error) == "x.toml: items[3].anchors[1].score: bad"
+
+
+@pytest.mark.parametrize(
+    ("total", "complete", "not_assessed", "text", "ranked"),
+    [
+        (43, False, 1, "at least Severe — incomplete, 1 item not assessed", "Severe"),
+        (13, False, 2, "at least Moderate — incomplete, 2 items not assessed", "Moderate"),
+        (3, False, 1, "Incomplete", None),
+        (30, True, 0, "Moderately severe", "Moderately severe"),
+        (2, True, 0, "No published band", None),
+    ],
+)
+def test_severity_reads_as_band_floor_or_incomplete(
+    scales, total, complete, not_assessed, text, ranked
+):
+    severity = scales["cows"].severity(total, complete, not_assessed)
+    assert severity.text == text
+    assert (severity.ranked_band.label if severity.ranked_band else None) == ranked
+    assert severity.band is None or complete  # never a band for a lower bound

@@ -16,6 +16,7 @@ from .model import (
     Scale,
     ScoreError,
     ScoreResult,
+    Severity,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ScaleDefinitionError",
     "ScoreError",
     "ScoreResult",
+    "Severity",
     "load_scale_file",
     "load_scales",
 ]

@@ -154,6 +154,21 @@ class ScoreResult:
 
 
 @dataclass(frozen=True)
+class Severity:
+    """A total as it is shown: its band, or for an incomplete total the floor it has reached,
+    and the text that says which (``Scale.severity``)."""
+
+    band: Band | None  # a complete total's band
+    floor: Band | None  # an incomplete total's certain minimum band
+    text: str
+
+    @property
+    def ranked_band(self) -> Band | None:
+        """What triage ranks by: the band, or the floor (a lower bound is at least this)."""
+        return self.band or self.floor
+
+
+@dataclass(frozen=True)
 class Scale:
     """One instrument, as read from its TOML definition."""
 
@@ -206,6 +221,24 @@ class Scale:
         band reaches none ("Incomplete").
         """
         return None if complete else self.band_for(total)
+
+    def severity(self, total: int, complete: bool, not_assessed: int = 0) -> Severity:
+        """How a total reads wherever a band appears (pages, charts, alt text, exports):
+        its band when complete, its floor ("at least Severe — incomplete, 1 item not
+        assessed") when incomplete and already in a band, else "Incomplete" or "No published
+        band". One wording everywhere, so no page shows a band the items have not reached."""
+        if complete:
+            band = self.band_for(total)
+            return Severity(band, None, band.label if band else "No published band")
+        floor = self.floor_for(total, complete)
+        if floor is None:
+            return Severity(None, None, "Incomplete")
+        missing = (
+            f"{not_assessed} item{'s' if not_assessed != 1 else ''} not assessed"
+            if not_assessed
+            else "items not assessed"
+        )
+        return Severity(None, floor, f"at least {floor.label} — incomplete, {missing}")
 
     def score(self, answers: Mapping[str, int | None]) -> ScoreResult:
         """Score a complete set of answers; ``None`` marks an item as not assessed.
