@@ -170,8 +170,9 @@ def test_no_value_of_the_identified_file_is_a_join_key(north, clinic, export_key
             if not value:
                 continue
             assert value not in data, (column, value)
-            if column in TIME_COLUMNS:
-                # Nor the time of day to the second (the shift is in whole days).
+            if column in TIME_COLUMNS and value[17:19] != "00":
+                # Nor the time of day to the second (the shift is in whole days). A real time
+                # on a whole minute (one in sixty) reads like every cut time, and proves nothing.
                 assert value[11:19] not in data, (column, value)
     for secret in ("private note", "Bed 0", "N-100", "N-001", "sweating was missed", "twice"):
         assert secret not in deidentified.text, secret
