@@ -362,6 +362,10 @@ class Assessment(db.Model):
     total: Mapped[int] = mapped_column(Integer)
     complete: Mapped[bool] = mapped_column(Boolean)
     band: Mapped[str | None] = mapped_column(String(60))
+    # How many items were not assessed (0 when complete). Stored with the total, so a list of
+    # entries can word an incomplete total ("at least Severe — incomplete, 1 item not
+    # assessed", Scale.severity) from its own row, without counting item scores per row.
+    not_assessed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     notes: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default=AssessmentStatus.ACTIVE)
     status_reason: Mapped[str | None] = mapped_column(Text)

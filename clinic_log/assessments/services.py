@@ -136,6 +136,7 @@ def _build_version(
         total=result.total,
         complete=result.complete,
         band=result.band_label,
+        not_assessed_count=len(result.not_assessed),
         notes=answers.notes or "",
         status=AssessmentStatus.ACTIVE,
     )
