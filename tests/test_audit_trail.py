@@ -577,8 +577,10 @@ def test_the_audit_view_shows_my_sites_events_and_my_colleagues_logins_only(
     rows = audit_rows(page)
     assert [(who, action) for who, action, _ in rows] == expected
     assert ("clin.north", "login success") in expected and ("clin.north", "logout") in expected
-    assert ("clin.north", "assessment create", f"assessment #{north_entry}") in rows
-    assert not any(what == f"assessment #{south_entry}" for _, _, what in rows)
+    # The entry is named by scale, number, patient and time (tests/test_audit_readable.py).
+    [created] = [what for who, action, what in rows if action == "assessment create"]
+    assert created.startswith(f"GAD-7 entry #{north_entry} of N-001, observed ")
+    assert not any(f"entry #{south_entry} " in what or "S-001" in what for _, _, what in rows)
     # South's clinician appears once: trying North's patient, a refusal North's trail keeps.
     assert [(who, action) for who, action, _ in rows if who == "clin.south"] == [
         ("clin.south", "access refused")

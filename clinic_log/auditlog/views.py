@@ -7,6 +7,7 @@ from ..extensions import db
 from ..models import Role
 from ..params import query_page
 from . import bp, services
+from .lines import trail_lines
 
 PER_PAGE = 100
 
@@ -37,6 +38,7 @@ def index():
     return render_template(
         "auditlog/index.html",
         page=page,
+        lines=trail_lines(current_user, page.items),
         filters=filters,
         actions=services.known_actions(current_user),
         error=error,

@@ -96,7 +96,11 @@ def test_supervisor_signs_off_from_the_queue_and_reads_the_audit_trail(page, liv
         has=page.locator(f"a[href='/assessments/{entry_id}/history']")
     )
     lines = [" | ".join(cells.split("\t")[1:5]) for cells in events.all_inner_texts()]
-    what = f"assessment #{entry_id}"
+    # Each line names the entry by scale, number, patient and local time.
+    what = events.first.locator("td").nth(3).inner_text()
+    assert re.fullmatch(
+        rf"[\w -]+ entry #{entry_id} of SEED-001, observed \d{{4}}-\d\d-\d\d \d\d:\d\d \w+", what
+    ), what
     assert lines == [
         f"sup.north | assessment review | {what} | ",
         f"sup.north | review refused | {what} | That is not your password. Nothing was signed.",
@@ -128,5 +132,5 @@ def test_supervisor_cannot_sign_off_their_own_entry(page, live_server):
 
     page.goto(f"{live_server}/audit/?action=review_refused")
     refused = page.locator("table.audit tbody tr").first.inner_text()
-    assert f"assessment #{own_id}" in refused
+    assert f"entry #{own_id} of SEED-001" in refused
     assert "You recorded this entry; another supervisor must sign it." in refused
