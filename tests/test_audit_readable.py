@@ -238,7 +238,12 @@ def test_views_of_different_patients_or_with_a_refusal_between_are_separate_line
 def test_chart_views_far_apart_in_time_are_separate_lines(world, login, monkeypatch):
     clin_n, patient, north = world["clin_n"], world["patient_n"].id, world["north"].id
     start = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-    for minutes, what in ((0, "cows trend .."), (1, "cows items .."), (40, "sows trend ..")):
+    steady = [(minutes, "gad7 trend ..") for minutes in (60, 64, 68, 72, 76)]  # 16 minutes
+    for minutes, what in (
+        (0, "cows trend .."),
+        (1, "cows items .."),
+        (40, "sows trend .."),
+    ) + tuple(steady):
         at_fixed_time(monkeypatch, start + timedelta(minutes=minutes))
         begin_write(db.session)
         audit.record(
@@ -253,9 +258,12 @@ def test_chart_views_far_apart_in_time_are_separate_lines(world, login, monkeypa
         db.session.commit()
     monkeypatch.undo()
     charts = [line["what"] for line in lines(login("sup.north").get("/audit/?action=view_chart"))]
-    assert len(charts) == 2
-    assert charts[0].startswith("patient N-001") and "SOWS trend" in charts[0]
-    assert charts[1].startswith("viewed 2 charts of N-001: COWS")
+    # A view every four minutes is not one visit for ever: a visit spans 15 minutes at most.
+    assert charts[0].startswith("viewed 4 charts of N-001: GAD-7")
+    assert charts[1].startswith("patient N-001") and "GAD-7 trend" in charts[1]
+    assert charts[2].startswith("patient N-001") and "SOWS trend" in charts[2]
+    assert charts[3].startswith("viewed 2 charts of N-001: COWS")
+    assert len(charts) == 4
 
 
 # --------------------------------------------------------------------------- cost

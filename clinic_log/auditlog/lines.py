@@ -27,6 +27,7 @@ from ..timeutil import format_local
 # A tracker asks for all its charts at once; a few minutes covers a slow ward connection and
 # a change of date range on the same visit, not a second visit later in the shift.
 VISIT_GAP = timedelta(minutes=5)
+VISIT_SPAN = timedelta(minutes=15)
 CHART_VIEW = "view_chart"
 
 
@@ -165,13 +166,14 @@ def _view_label(event: AuditEvent) -> str | None:
 
 def _visits(events: Sequence[AuditEvent]) -> list[list[AuditEvent]]:
     """Group adjacent chart views of one user, patient and address, each within
-    ``VISIT_GAP`` of the next, then split where that user did anything else in between,
-    even something this page does not list (a login, a refusal, another site's page): a
-    collapsed line never spans a new login or hides another kind of event."""
+    ``VISIT_GAP`` of the next and all within ``VISIT_SPAN``; then split where that user did
+    anything else in between, even something this page does not list (a login, a refusal,
+    another site's page): a collapsed line never spans a new login or hides another kind of
+    event."""
     runs: list[list[AuditEvent]] = []
     for event in events:
         last = runs[-1][-1] if runs else None
-        if last is not None and _same_visit(last, event):
+        if last is not None and _same_visit(last, event, runs[-1][0]):
             runs[-1].append(event)
         else:
             runs.append([event])
@@ -212,7 +214,7 @@ def _visits(events: Sequence[AuditEvent]) -> list[list[AuditEvent]]:
     return split
 
 
-def _same_visit(newer: AuditEvent, older: AuditEvent) -> bool:
+def _same_visit(newer: AuditEvent, older: AuditEvent, newest: AuditEvent) -> bool:
     return (
         newer.action == older.action == CHART_VIEW
         and newer.user_id is not None
@@ -221,4 +223,5 @@ def _same_visit(newer: AuditEvent, older: AuditEvent) -> bool:
         and newer.patient_id == older.patient_id
         and newer.ip == older.ip
         and newer.at - older.at <= VISIT_GAP
+        and newest.at - older.at <= VISIT_SPAN
     )
