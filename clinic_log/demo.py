@@ -19,9 +19,9 @@ from .assessments.services import Answers, amend_assessment, record_assessment, 
 from .auth.services import create_site, create_user
 from .database import now_utc
 from .extensions import db
-from .models import Assessment, AssessmentStatus, Patient, Role, User
+from .models import Assessment, AssessmentStatus, Patient, Role, User, waiting_for_review
 from .patients.services import create_patient
-from .review.services import sign_patient_trend
+from .review.services import sign_versions
 from .scale_registry import scales
 from .scales import Scale
 
@@ -83,7 +83,7 @@ def load_demo(seed: int = 20261125) -> list[tuple[str, str, str]]:
         for at, scale_key in planned:
             if not signed and at > reviewed_until:
                 # The supervisor has reviewed the first days of the trend.
-                sign_patient_trend(users[Role.SUPERVISOR], patient, supervisor_password, now_utc())
+                _sign_so_far(users[Role.SUPERVISOR], patient, supervisor_password)
                 signed = True
             scale = scales()[scale_key]
             days_in = (at - start).total_seconds() / 86400
@@ -179,3 +179,15 @@ def _write_logins(logins: list[tuple[str, str, str]]) -> None:
         fh.write("Demo logins (synthetic data only):\n")
         for username, role, password in logins:
             fh.write(f"  {role:<11} {username:<16} {password}\n")
+
+
+def _sign_so_far(supervisor: User, patient: Patient, password: str) -> None:
+    """The supervisor signs every entry of the patient waiting so far, except their own."""
+    waiting = db.session.execute(
+        select(Assessment.id, Assessment.version).where(
+            Assessment.patient_id == patient.id,
+            *waiting_for_review(),
+            Assessment.recorded_by_id != supervisor.id,
+        )
+    ).all()
+    sign_versions(supervisor, [tuple(row) for row in waiting], password, purpose="trend_sign")

@@ -220,10 +220,10 @@ def test_R03_a_refused_form_on_another_sites_patient_is_that_sites(app, people, 
 def test_R03_a_refused_trend_sign_off_is_stored_at_the_patients_site(app, people, login):
     supervisor = login("sup.both")
     tracker = supervisor.get(f"/patients/{people['patient_s']}/tracker").get_data(as_text=True)
-    up_to = re.search(r'name="up_to"[^>]*value="([^"]+)"', tracker).group(1)
+    shown = re.search(r'name="shown"[^>]*value="([^"]+)"', tracker).group(1)
     response = supervisor.post(
         f"/patients/{people['patient_s']}/tracker/sign",
-        {"password": "not the password", "up_to": up_to},
+        {"password": "not the password", "shown": shown},
         token_from=f"/patients/{people['patient_s']}/tracker",
     )
     assert response.status_code == 422

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from datetime import timedelta
 
 import pyotp
 import pytest
+from concurrency import race_all_answered
 from conftest import GAD7, PASSWORD, Browser
 from pages import field_errors, input_val
 from pages import readable_text as text_of
@@ -73,30 +73,6 @@ def no_login_rate_limit(app) -> None:
         limiter.limit = 1_000_000
 
 
-def race(*requests):
-    """Run each callable in its own thread, all released at once; return what each returned."""
-    barrier = threading.Barrier(len(requests))
-    results: list = [None] * len(requests)
-
-    def run(index, request):
-        try:
-            barrier.wait(timeout=30)
-            results[index] = request()
-        except BaseException as exc:  # reported to the test as the result
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
-
-
 @pytest.fixture
 def entry(world):
     """An unreviewed GAD-7 entry at North, recorded by the clinician."""
@@ -128,7 +104,7 @@ def sign_trend(browser, patient_id: int, password: str):
     page = browser.get(f"/patients/{patient_id}/tracker")
     return browser.post(
         f"/patients/{patient_id}/tracker/sign",
-        {"password": password, "up_to": input_val(page, "up_to")},
+        {"password": password, "shown": input_val(page, "shown")},
         token_from=f"/patients/{patient_id}/tracker",
     )
 
@@ -450,7 +426,7 @@ def test_one_code_sent_in_parallel_is_accepted_once(app, world):
             assert step_one.headers["Location"] == "/login/code"
         code = pyotp.TOTP(secret).at(time.time() + 30 * (round_ - 1))
         tokens = [b.csrf_token("/login/code") for b in browsers]
-        results = race(
+        results = race_all_answered(
             *(
                 lambda b=b, t=t, c=code: b.client.post(
                     "/login/code", data={"code": c, "csrf_token": t}
@@ -484,7 +460,7 @@ def test_parallel_wrong_passwords_get_no_more_tries_than_the_lockout_allows(
         tried.clear()
         browsers = [Browser(app.test_client()) for _ in range(2 * PARALLEL)]
         tokens = [b.csrf_token() for b in browsers]
-        results = race(
+        results = race_all_answered(
             *(
                 lambda b=b, t=t: b.client.post(
                     "/login", data={"username": "sup.north", "password": WRONG, "csrf_token": t}

@@ -241,7 +241,7 @@ REFUSED_AND_FORM_PAGES = {
         "sup.north",
         "POST",
         "/patients/{pid}/tracker/sign",
-        {"up_to": "", "password": "not my password at all"},
+        {"shown": "", "password": "not my password at all"},
     ),
     "new entry form": ("clin.north", "GET", "/patients/{pid}/assessments/new/cows", None),
     "new entry refused (422)": (

@@ -517,14 +517,15 @@ def test_trend_sign_off_signs_what_was_shown_except_my_own(world, entry, login):
     other_patient = record_for(world, second, hours=1)
     sup = login("sup.north")
     tracker = sup.get(f"/patients/{patient_id}/tracker")
-    assert "Sign off this trend as reviewed up to now" in text_of(tracker)
-    assert "3 entries are not yet reviewed" in text_of(tracker)
-    up_to = input_val(tracker, "up_to")
+    assert "Sign off what this page shows" in text_of(tracker)
+    assert "Sign off 2 entries observed from" in text_of(tracker)
+    assert "1 entry shown here that you recorded yourself waits for another" in text_of(tracker)
+    shown = input_val(tracker, "shown")
     late = entry(hours=0.5)  # recorded after the supervisor opened the trend
     fresh()
     review_events = len(events("assessment_review"))
     response = send(
-        sup, f"/patients/{patient_id}/tracker/sign", {"password": PASSWORD, "up_to": up_to}
+        sup, f"/patients/{patient_id}/tracker/sign", {"password": PASSWORD, "shown": shown}
     )
     assert response.status_code == 302
     assert response.headers["Location"].endswith(f"/patients/{patient_id}/tracker")
@@ -552,11 +553,11 @@ def test_trend_sign_off_with_a_wrong_password_signs_nothing(world, entry, login)
     patient_id = world["patient_n"].id
     entry_id = entry()
     sup = login("sup.north")
-    up_to = input_val(sup.get(f"/patients/{patient_id}/tracker"), "up_to")
+    shown = input_val(sup.get(f"/patients/{patient_id}/tracker"), "shown")
     response = send(
         sup,
         f"/patients/{patient_id}/tracker/sign",
-        {"password": "guessing wrongly", "up_to": up_to},
+        {"password": "guessing wrongly", "shown": shown},
     )
     assert response.status_code == 422
     assert "That is not your password. Nothing was signed." in text_of(response)
@@ -573,7 +574,7 @@ def test_trend_sign_off_of_another_sites_patient_is_404_and_clinicians_get_403(w
     south_entry = entry(patient="patient_s", user="clin_s")
     north_entry = entry()
     south_id, north_id = world["patient_s"].id, world["patient_n"].id
-    data = {"password": PASSWORD, "up_to": now_utc().isoformat()}
+    data = {"password": PASSWORD, "shown": f"{south_entry}.1 {north_entry}.1"}
     assert send(login("sup.north"), f"/patients/{south_id}/tracker/sign", data).status_code == 404
     assert send(login("clin.north"), f"/patients/{north_id}/tracker/sign", data).status_code == 403
     fresh()
@@ -582,19 +583,22 @@ def test_trend_sign_off_of_another_sites_patient_is_404_and_clinicians_get_403(w
     assert db.session.get(Assessment, north_entry).reviewed_at is None
 
 
-def test_the_trend_service_counts_and_respects_up_to(world, entry):
-    early = entry(hours=3)
-    cutoff = now_utc()
-    later = entry(hours=1)
+def test_the_trend_service_signs_the_versions_shown_within_the_page(world, entry):
+    early, later = entry(hours=3), entry(hours=1)
     patient = world["patient_n"]
+    page = review.TrendShown(patient, hours_ago(4), hours_ago(2), frozenset({"gad7"}))
+    shown = [(early, 1), (later, 1)]
     with pytest.raises(ReviewError, match="not your password"):
-        review.sign_patient_trend(world["sup_n"], patient, "nope nope nope", cutoff)
+        review.sign_trend(world["sup_n"], page, shown, "nope nope nope")
     db.session.rollback()
-    assert review.sign_patient_trend(world["sup_n"], patient, PASSWORD, cutoff) == 1
+    signed = review.sign_trend(world["sup_n"], page, shown, PASSWORD)
+    assert signed.signed == [early]
+    assert [(x.assessment_id, x.reason) for x in signed.left_out] == [
+        (later, "not on the page you signed from")
+    ]
     assert db.session.get(Assessment, early).reviewed_at is not None
     assert db.session.get(Assessment, later).reviewed_at is None
-    assert review.sign_patient_trend(world["sup_n"], patient, PASSWORD, cutoff) == 0
     with pytest.raises(ReviewError, match="Only supervisors"):
-        review.sign_patient_trend(world["clin_n"], patient, PASSWORD, now_utc())
+        review.sign_trend(world["clin_n"], page, [(later, 1)], PASSWORD)
     db.session.rollback()
     assert db.session.get(Assessment, later).reviewed_at is None

@@ -1,12 +1,10 @@
 from collections.abc import Callable
-from datetime import datetime
 
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..auth.guards import clinical_required, load_patient, role_required
 from ..auth.reads import record_view
-from ..database import now_utc
 from ..forms import redisplay_on_csrf_error
 from ..models import Role
 from ..review import services as review
@@ -127,8 +125,9 @@ def tracker(patient_id: int):
     return render_tracker(load_patient(patient_id))
 
 
-def render_tracker(patient, sign_form=None, status: int = 200):
-    """The tracker page, also shown again with a refused trend sign-off (422)."""
+def _tracker_options(patient) -> tuple[data.Window, str | None, str, list[str]]:
+    """The tracker's range, its error, x axis and scales from the query string; no scale
+    named (or none known) means every scale."""
     try:
         window = data.parse_window(
             request.args.get("start"), request.args.get("end"), patient.site.timezone
@@ -139,20 +138,34 @@ def render_tracker(patient, sign_form=None, status: int = 200):
     x_mode = request.args.get("x", "time")
     if x_mode not in data.X_MODES:
         x_mode = "time"
+    chosen = [key for key in request.args.getlist("scale") if key in scales()]
+    return window, error, x_mode, chosen or list(scales())
+
+
+def render_tracker(patient, sign_form=None, status: int = 200, signed=None):
+    """The tracker page, also shown again with a refused trend sign-off (422) or with the
+    entries a sign-off left out (``signed``)."""
+    window, error, x_mode, scale_keys = _tracker_options(patient)
     window = data.shared_window(patient, window)
     starts = data.patient_episode_starts(patient)
-    sections = []
+    sections, shown = [], []
     rows_by_scale = data.rows_by_scale(patient, window)
     for scale in scales().values():
         rows = rows_by_scale.get(scale.key)
-        if not rows:
+        if not rows or scale.key not in scale_keys:
             continue
         series = data.trend_series(patient, scale, window, x_mode, rows, starts)
         sections.append({"scale": scale, "rows": rows, "summary": summarise(series)})
+        shown.extend(rows)
     if error:
         status = 400
-    if sign_form is None:
-        sign_form = SignTrendForm(up_to=now_utc().isoformat(), formdata=None)
+    to_sign = None
+    if current_user.role == Role.SUPERVISOR:
+        to_sign = review.trend_to_sign(current_user, patient, shown)
+        sign_form = sign_form or SignTrendForm(formdata=None)
+        # Always what this page shows now: a page shown again is opened again.
+        sign_form.shown.data = SignTrendForm.write_shown(to_sign.entries)
+    with_data = data.scales_with_data(patient)
     html = render_template(
         "charts/tracker.html",
         patient=patient,
@@ -160,10 +173,13 @@ def render_tracker(patient, sign_form=None, status: int = 200):
         window=window,
         x_mode=x_mode,
         error=error,
+        scale_choices=[s for s in scales().values() if s.key in with_data],
+        scale_keys=scale_keys if len(scale_keys) < len(scales()) else [],
         domain_rows=data.domain_table(rows_by_scale.get(data.DOMAIN_SCALE, [])),
         domain_items=data.DOMAIN_ITEMS,
         sign_form=sign_form,
-        unreviewed=data.unreviewed_count(patient),
+        to_sign=to_sign,
+        signed=signed,
     )
     record_view("view_patient", current_user, patient, "tracker")
     return html, status
@@ -173,35 +189,27 @@ def render_tracker(patient, sign_form=None, status: int = 200):
 @redisplay_on_csrf_error
 @role_required(Role.SUPERVISOR)
 def sign_trend(patient_id: int):
-    """Sign off a patient's whole trend as "reviewed up to now", in one action."""
+    """Sign off exactly the entries the tracker showed (its range and scales), each as the
+    version shown when the page was opened."""
     patient = load_patient(patient_id)
     form = SignTrendForm()
-    opened_at = _opened_at(form.up_to.data)
-    if opened_at is None and request.method == "POST":
+    window, error, _x_mode, scale_keys = _tracker_options(patient)
+    versions = form.shown_versions()
+    if error or versions is None or len(versions) > review.TREND_SIGN_LIMIT:
         form.form_errors.append("This page is too old to sign from: reload it and look again.")
     elif form.validate_on_submit():
+        shown = review.TrendShown(patient, window.start, window.end, frozenset(scale_keys))
         try:
-            count = review.sign_patient_trend(current_user, patient, form.password.data, opened_at)
+            signed = review.sign_trend(current_user, shown, versions, form.password.data)
         except review.ReviewError as error:
             (form[error.field].errors if error.field else form.form_errors).append(error.message)
         else:
+            if signed.left_out:
+                return render_tracker(patient, signed=signed)
+            count = len(signed.signed)
             flash(
-                f"Signed off {count} {'entry' if count == 1 else 'entries'} as reviewed."
-                if count
-                else "Nothing to sign: every entry you may sign is already reviewed.",
-                "success",
+                f"Signed off {count} {'entry' if count == 1 else 'entries'} as reviewed.", "success"
             )
-            return redirect(url_for("charts.tracker", patient_id=patient.id))
+            same_page = request.args.to_dict(flat=False)
+            return redirect(url_for("charts.tracker", patient_id=patient.id, **same_page))
     return render_tracker(patient, sign_form=form, status=422)
-
-
-def _opened_at(raw: str | None) -> datetime | None:
-    """When the trend page was opened: entries recorded later are never signed unseen, so a
-    missing or unreadable time refuses the sign-off instead of meaning "now"."""
-    try:
-        value = datetime.fromisoformat(raw or "")
-    except ValueError:
-        return None
-    if value.tzinfo is None or value > now_utc():
-        return None
-    return value

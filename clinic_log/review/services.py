@@ -13,6 +13,7 @@ reviewed once it has ended, so the review covers everything done under it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,6 +37,8 @@ from ..models import (
     User,
     waiting_for_review,
 )
+from ..scale_registry import get_scale
+from ..timeutil import format_local
 
 MEANING = "reviewed"
 
@@ -271,37 +274,218 @@ def sign_assessment(user: User, assessment: Assessment, password: str, expected_
     return signature
 
 
-def sign_patient_trend(user: User, patient: Patient, password: str, up_to: datetime) -> int:
-    """Sign off every unreviewed active entry of a patient recorded up to ``up_to`` (the time
-    the supervisor opened the trend), except the supervisor's own. Returns how many.
+# A trend sign-off carries each (id, version) it shows in its form, about ten bytes an entry
+# against the 64 KiB form limit; and nobody reviews more than a few hundred entries on one
+# page. A longer range is narrowed first.
+TREND_SIGN_LIMIT = 500
 
-    :raise ReviewError: wrong password or not a supervisor; nothing is signed.
+
+@dataclass(frozen=True)
+class LeftOut:
+    """An entry a sign-off of several left unsigned, named, and why."""
+
+    assessment_id: int
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    signed: list[int]  # ids signed, in the order they were shown
+    left_out: list[LeftOut]
+
+
+def entry_name(assessment: Assessment) -> str:
+    """How a sign-off names an entry: patient, scale and observed time (site time)."""
+    scale = get_scale(assessment.scale_key)
+    patient = assessment.patient
+    observed = format_local(assessment.observed_at, patient.site.timezone)
+    scale_name = scale.short_name if scale else assessment.scale_key
+    return f"{patient.identifier}, {scale_name} observed {observed}"
+
+
+def _why_not_signed(
+    user: User,
+    assessment: Assessment,
+    version: int,
+    scope: Callable[[Assessment], str | None] | None,
+) -> str | None:
+    if assessment.recorded_by_id == user.id:
+        return "you recorded it; another supervisor must sign it"
+    if scope is not None and (outside := scope(assessment)):
+        return outside
+    if assessment.status == AssessmentStatus.AMENDED:
+        return "amended since you opened the page; its new version waits for sign-off"
+    if assessment.status != AssessmentStatus.ACTIVE:
+        return f"{assessment.status} since you opened the page"
+    if assessment.reviewed_at is not None:
+        return f"already signed off by {assessment.reviewed_by_name}"
+    if assessment.version != version:
+        return "changed since you opened the page; look at it again"
+    return None
+
+
+def sign_versions(
+    user: User,
+    shown: Iterable[tuple[int, int]],
+    password: str,
+    *,
+    purpose: str = "batch_sign",
+    scope: Callable[[Assessment], str | None] | None = None,
+    refusal_of: Patient | None = None,
+) -> SignedBatch:
+    """Sign the entries a page showed, each as the exact version shown, with one password:
+    the one signing function for every sign-off of several entries (a batch ticked in the
+    review queue, a trend on the tracker).
+
+    ``shown`` holds (assessment id, version) pairs as the page showed them. Each entry gets a
+    signature of its own, audited (``assessment_review``). An entry that may not be signed
+    (of another site, the signer's own, amended, voided, already signed, another version, or
+    outside ``scope``) is left out and named, its refusal audited at its site
+    (``review_refused``); the rest are signed. All of it commits together or not at all.
+    Rows are locked in id order, so two signers at once cannot deadlock and each entry is
+    signed once: the second finds it signed and leaves it out.
+
+    :param purpose: names the password try in the audit trail and the lockout's events.
+    :param scope: the caller's own bound, e.g. the trend's patient, range and scales: given
+        an entry of the user's sites, the reason it lies outside, or None.
+    :param refusal_of: the patient a refused password is recorded against (its site).
+    :raise ReviewError: wrong password (counted toward the lockout) or not a supervisor;
+        nothing is signed and the refusal is audited.
     """
+    versions: dict[int, int] = {}
+    for assessment_id, version in shown:
+        versions.setdefault(assessment_id, version)
     try:
-        _check_signer(user, password, "trend_sign")
+        _check_signer(user, password, purpose)
     except ReviewError as error:
-        _refuse(user, None, error.message, trend_of=patient, patient=patient.id)
+        details = (
+            {"patient": refusal_of.id} if refusal_of is not None else {"entries": len(versions)}
+        )
+        _refuse(user, None, error.message, trend_of=refusal_of, **details)
         raise
     begin_write(db.session)
-    # Locked in id order, so two trend signers cannot deadlock; an entry another supervisor
-    # signed meanwhile no longer matches once its lock is released, and is left out.
-    entries = db.session.scalars(
-        select(Assessment)
-        .where(
+    db.session.execute(
+        select(Assessment.id)
+        .where(Assessment.id.in_(versions))
+        .order_by(Assessment.id)
+        .with_for_update()
+    )
+    found = {
+        assessment.id: assessment
+        for assessment in db.session.scalars(
+            select(Assessment)
+            .where(Assessment.id.in_(versions))
+            .options(joinedload(Assessment.patient).joinedload(Patient.site))
+            .execution_options(populate_existing=True)
+        )
+    }
+    when, signed, left_out = now_utc(), [], []
+    for assessment_id, version in versions.items():
+        assessment = found.get(assessment_id)
+        if assessment is None or assessment.patient.site_id not in user.site_ids:
+            # Named by id only: the patient of a site the user cannot see stays unnamed.
+            reason, name = "not at one of your sites", f"entry #{assessment_id}"
+        else:
+            reason, name = _why_not_signed(user, assessment, version, scope), None
+        if reason is None:
+            _sign(user, assessment, when)
+            signed.append(assessment_id)
+            continue
+        left_out.append(LeftOut(assessment_id, name or entry_name(assessment), reason))
+        audit.record(
+            "review_refused",
+            user=user,
+            entity="assessment",
+            entity_id=assessment_id,
+            site_id=assessment.patient.site_id if assessment else None,
+            patient_id=assessment.patient_id if assessment else None,
+            reason=reason,
+            details={"purpose": purpose, "version": version},
+        )
+    db.session.commit()
+    return SignedBatch(signed, left_out)
+
+
+@dataclass(frozen=True)
+class TrendShown:
+    """What a tracker page showed: one patient, a range of observed times ([start, end),
+    UTC; an open end is None) and the scales on the page."""
+
+    patient: Patient
+    start: datetime | None
+    end: datetime | None
+    scale_keys: frozenset[str]
+
+    def outside(self, assessment: Assessment) -> str | None:
+        """Why an entry was not on this page, or None when it was within it."""
+        if (
+            assessment.patient_id != self.patient.id
+            or assessment.scale_key not in self.scale_keys
+            or (self.start is not None and assessment.observed_at < self.start)
+            or (self.end is not None and assessment.observed_at >= self.end)
+        ):
+            return "not on the page you signed from"
+        return None
+
+
+@dataclass(frozen=True)
+class TrendToSign:
+    """What the tracker's sign-off form offers: the entries shown that this supervisor may
+    sign, and the waiting entries it leaves (never counting the supervisor's own as waiting
+    for them)."""
+
+    entries: list[Assessment]  # shown, waiting, not the supervisor's own; oldest first
+    own_shown: int  # shown and waiting, but recorded by the supervisor
+    elsewhere: int  # waiting for this supervisor but not shown (other days or scales)
+
+    @property
+    def too_many(self) -> bool:
+        return len(self.entries) > TREND_SIGN_LIMIT
+
+    @property
+    def limit(self) -> int:
+        return TREND_SIGN_LIMIT
+
+
+def trend_to_sign(user: User, patient: Patient, shown: Iterable[Assessment]) -> TrendToSign:
+    """Split the active entries a tracker page shows into those the user may sign and the
+    user's own, and count the patient's other entries waiting for the user.
+
+    :raise: nothing of its own (read only).
+    """
+    waiting = [a for a in shown if a.reviewed_at is None and a.status == AssessmentStatus.ACTIVE]
+    mine = [a for a in waiting if a.recorded_by_id != user.id]
+    mine.sort(key=lambda a: (a.observed_at, a.id))
+    all_waiting = db.session.scalar(
+        select(func.count(Assessment.id)).where(
             Assessment.patient_id == patient.id,
             *waiting_for_review(),
             Assessment.recorded_by_id != user.id,
-            Assessment.recorded_at <= up_to,
         )
-        .order_by(Assessment.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    when = now_utc()
-    for assessment in entries:
-        _sign(user, assessment, when)
-    db.session.commit()
-    return len(entries)
+    )
+    return TrendToSign(mine, len(waiting) - len(mine), max(all_waiting - len(mine), 0))
+
+
+def sign_trend(
+    user: User, shown: TrendShown, versions: Iterable[tuple[int, int]], password: str
+) -> SignedBatch:
+    """Sign the entries a tracker page showed, as shown (see ``sign_versions``); an entry
+    named but not within the page's patient, range and scales is left out and named.
+
+    :raise ReviewError: wrong password or not a supervisor; nothing is signed.
+    """
+    return sign_versions(
+        user,
+        versions,
+        password,
+        purpose="trend_sign",
+        scope=shown.outside,
+        refusal_of=shown.patient,
+    )
 
 
 def signature_intact(signature: Signature) -> bool:
