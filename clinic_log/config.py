@@ -47,6 +47,9 @@ def load_config(app: Flask, overrides: dict | None) -> None:
         DEMO=False,
         # The dashboard marks a patient overdue when nothing was recorded for this long.
         OVERDUE_AFTER_HOURS=8,
+        # Dashboard triage ranks by withdrawal results observed within this many hours; older
+        # ones stay on the row, greyed, and rank nothing (a result a day old is not "current").
+        TRIAGE_RECENCY_HOURS=24,
         IDLE_TIMEOUT_MINUTES=15,
         SESSION_LIFETIME_HOURS=12,
         LOGIN_ATTEMPTS_PER_MINUTE=10,  # per client address, on top of the per-account lockout
@@ -119,6 +122,7 @@ def validate_config(config) -> None:
     # Numbers with a unit: (name, unit, lowest, highest, whether the lowest itself is allowed).
     for name, unit, low, high, low_allowed in (
         ("OVERDUE_AFTER_HOURS", "hours", 0, 24 * 14, False),
+        ("TRIAGE_RECENCY_HOURS", "hours", 0, 24 * 14, False),
         ("IDLE_TIMEOUT_MINUTES", "minutes", 0, 12 * 60, False),
         ("SESSION_LIFETIME_HOURS", "hours", 0, 24, False),
         ("VIEW_AUDIT_WINDOW_MINUTES", "minutes", 0, 12 * 60, True),

@@ -464,9 +464,13 @@ class DashboardEpisode(db.Model):
 
     episode_id: Mapped[int] = mapped_column(ForeignKey("episode.id"), primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
-    # The highest current band over the episode's scales on the dashboard's common ladder
-    # (0: no band), and the last entry on any scale, or the episode's start when none.
+    # The highest band (or an incomplete total's floor) over the latest entries of the
+    # episode's withdrawal measures, on the dashboard's common ladder (0: none), and when the
+    # latest entry at that level was observed. Triage is "current" severity, which ages
+    # without any write, so the page ranks by these at query time against the recency window
+    # (dashboard/services.py); the last entry on any scale, or the episode's start when none.
     severity: Mapped[float] = mapped_column(Float)
+    severity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_assessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     since_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -491,7 +495,11 @@ class DashboardScale(db.Model):
     observed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     total: Mapped[int] = mapped_column(Integer)
     complete: Mapped[bool] = mapped_column(Boolean)
+    not_assessed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     band: Mapped[str | None] = mapped_column(String(60))
+    # The latest entry's band or floor on the common ladder when the scale is a withdrawal
+    # measure, else 0: what this row adds to the episode's triage rank while it is current.
+    withdrawal_rank: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     recent_totals: Mapped[list] = mapped_column(JSON)
 
     summary: Mapped[DashboardEpisode] = relationship(back_populates="scales")
@@ -500,12 +508,14 @@ class DashboardScale(db.Model):
         return f"<DashboardScale {self.episode_id} {self.scale_key}>"
 
 
-# Most severe first, then the longest since the last entry: a dashboard page is a range of
-# this index (DESC on severity, so neither database sorts the site's rows to find it).
+# The dashboard's sort keys of one site's open episodes, read from the index alone: the rank
+# depends on the time of the request (the recency window), so the page orders these narrow
+# entries, never the wide rows, and joins only its own 25.
 Index(
     "ix_dashboard_episode_order",
     DashboardEpisode.site_id,
     DashboardEpisode.severity.desc(),
+    DashboardEpisode.severity_at,
     DashboardEpisode.since_at,
     DashboardEpisode.episode_id,
 )

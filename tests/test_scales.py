@@ -609,6 +609,7 @@ respondent = "patient"
 recall_period = "Now"
 instructions = "Rate it."
 custom = true
+withdrawal_measure = false
 display_order = {order}
 total_min = 0
 total_max = 1

@@ -1,9 +1,18 @@
-"""The supervisor dashboard: every patient with an open episode, most severe and most overdue
-first, a page at a time. Descriptive only: it shows where things stand and suggests nothing.
+"""The supervisor dashboard: every patient with an open episode, ranked by current withdrawal
+severity, then the longest since an entry, a page at a time. Descriptive only: it shows where
+things stand and suggests nothing.
 
-It reads the dashboard summary (``summary.py``), never the assessments themselves, so a page
-costs the same at 10,000 entries as at 200,000: three queries (the sites with their counts, the
-page's episodes with their patients, the page's scale rows), whatever the number of patients.
+Triage: only scales marked as withdrawal measures, and only their latest results observed
+within the recency window (``TRIAGE_RECENCY_HOURS``), rank a patient; an incomplete total
+ranks by the band its recorded items have already reached (its floor). Other scales and older
+results stay on the row, the older ones greyed with their age.
+
+It reads the dashboard summary (``summary.py``), so a page costs the same at 10,000 entries as
+at 200,000: three queries (the sites with their counts, the page's episodes with their
+patients and their entries waiting for sign-off, the page's scale rows), whatever the number
+of patients. Current severity ages with the clock, so the rank is worked out in the page's
+query from the summary's stored severity and the time it was observed; only an episode whose
+most severe result has aged out looks at its own few scale rows for the next one.
 """
 
 from __future__ import annotations
@@ -14,20 +23,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from markupsafe import Markup, escape
-from sqlalchemy import Text, bindparam, cast, func, select
+from sqlalchemy import Float, Text, bindparam, case, cast, func, select
 
+from ..database import UTCDateTime
 from ..extensions import db
 from ..models import (
     SUBSTANCE_LABELS,
+    Assessment,
     DashboardEpisode,
     DashboardScale,
     Episode,
     Patient,
     Site,
     User,
+    waiting_for_review,
 )
 from ..paging import PageNumbers
-from ..scales import Scale
+from ..scales import Scale, Severity
 from .summary import SPARK_POINTS
 
 __all__ = ["PAGE_SIZE", "SPARK_POINTS", "DashboardPage", "DashboardRow", "dashboard_page"]
@@ -44,6 +56,23 @@ class ScaleStatus:
     latest_band: str | None
     latest_at: datetime
     spark: Markup  # an inline SVG of the recent totals, oldest first
+    severity: Severity  # the band, an incomplete total's floor, or "Incomplete"
+    # The latest total minus the one before it (None for a first entry), and whether either
+    # is incomplete (a lower bound, so the change is only as exact as the totals recorded).
+    change: int | None = None
+    change_incomplete: bool = False
+    stale: bool = False  # observed before the recency window: shown greyed, ranks nothing
+    age_hours: float = 0.0
+
+    @property
+    def band_class(self) -> str | None:
+        """The CSS class of the severity label; None when no label is shown (a complete total
+        in no published band)."""
+        shown = self.severity.ranked_band
+        if shown is None:
+            return None if self.latest_complete else "band-incomplete"
+        slug = "band-" + shown.label.lower().replace(" ", "-")
+        return f"band-floor {slug}" if self.severity.floor else slug
 
 
 @dataclass
@@ -58,8 +87,9 @@ class DashboardRow:
     timezone: str
     episode_started_at: datetime
     substance_label: str
-    severity: float
+    severity: float  # the current withdrawal rank (0: none in the recency window)
     scales: list[ScaleStatus] = field(default_factory=list)
+    waiting: int = 0  # the patient's entries waiting for sign-off, all episodes
     last_assessed_at: datetime | None = None
     hours_since: float = 0.0
     overdue: bool = False
@@ -99,10 +129,12 @@ def dashboard_page(
     page: int = 1,
     site_code: str | None = None,
     per_page: int = PAGE_SIZE,
+    recent_within: timedelta = timedelta(hours=24),
 ) -> DashboardPage:
     """One page of the patients with an open episode at the user's sites (or at one of them,
-    ``site_code``), sorted for a supervisor's eye: highest current severity band first, then the
-    longest time since any assessment (then the older episode, so pages never overlap).
+    ``site_code``), sorted for a supervisor's eye: the highest band (or floor) of a withdrawal
+    measure observed within ``recent_within`` of ``now`` first, then the longest time since any
+    assessment (then the older episode, so pages never overlap).
 
     A page number past the end shows the last page; a site the user may not see is ignored.
     """
@@ -120,8 +152,15 @@ def dashboard_page(
     if result.total:
         site_ids = [s.id for s in chosen or sites]
         offset = (result.page - 1) * per_page
-        result.rows = _page_rows(site_ids, offset, per_page, scales, overdue_after, now)
+        result.rows = _page_rows(
+            site_ids, offset, per_page, scales, overdue_after, now, now - recent_within
+        )
     return result
+
+
+def withdrawal_measure_names(scales: dict[str, Scale]) -> list[str]:
+    """The short names of the installed scales that rank triage, in display order."""
+    return [scale.short_name for scale in scales.values() if scale.withdrawal_measure]
 
 
 def _dashboard_statements():
@@ -150,7 +189,29 @@ def _dashboard_statements():
         .where(sites.c.id.in_(bindparam("site_ids", expanding=True)))
         .order_by(sites.c.code)
     )
-    order = (summary.c.severity.desc(), summary.c.since_at, summary.c.episode_id)
+    # The current rank: the stored severity while its latest observation is within the window;
+    # once that has aged out, the highest withdrawal rank among the episode's scale rows still
+    # within it (a few rows of one primary-key range, and only for such episodes); else 0.
+    cutoff = bindparam("cutoff", type_=UTCDateTime)
+    next_current = (
+        select(func.coalesce(func.max(scale_rows.c.withdrawal_rank), 0.0))
+        .where(scale_rows.c.episode_id == summary.c.episode_id, scale_rows.c.observed_at >= cutoff)
+        .scalar_subquery()
+    )
+    current = case(
+        (summary.c.severity_at >= cutoff, summary.c.severity),
+        (summary.c.severity > 0, next_current),
+        else_=cast(0.0, Float),
+    )
+    order = (current.desc(), summary.c.since_at, summary.c.episode_id)
+    # Entries waiting for sign-off, per patient on the page only (a range of the partial index
+    # ix_assessment_unreviewed_patient each).
+    waiting = (
+        select(func.count())
+        .select_from(Assessment)
+        .where(Assessment.patient_id == patients.c.id, *waiting_for_review())
+        .scalar_subquery()
+    )
     on_page = (
         select(summary.c.episode_id)
         .where(of_sites)
@@ -161,7 +222,7 @@ def _dashboard_statements():
     page_episodes = (
         select(
             summary.c.episode_id,
-            summary.c.severity,
+            current.label("severity"),
             summary.c.last_assessed_at,
             summary.c.since_at,
             episodes.c.started_at,
@@ -172,6 +233,7 @@ def _dashboard_statements():
             sites.c.id.label("site_id"),
             sites.c.code,
             sites.c.timezone,
+            waiting.label("waiting"),
         )
         .join(episodes, episodes.c.id == summary.c.episode_id)
         .join(patients, patients.c.id == episodes.c.patient_id)
@@ -185,6 +247,7 @@ def _dashboard_statements():
         scale_rows.c.observed_at,
         scale_rows.c.total,
         scale_rows.c.complete,
+        scale_rows.c.not_assessed_count,
         scale_rows.c.band,
         # As text: it is only the key of the sparkline cache unless the line is new.
         cast(scale_rows.c.recent_totals, Text).label("recent_totals"),
@@ -209,30 +272,21 @@ def _page_rows(
     scales: dict[str, Scale],
     overdue_after: timedelta,
     now: datetime,
+    cutoff: datetime,
 ) -> list[DashboardRow]:
     """The page's rows (one query) with their scales (one more). The page is picked from
     ``ix_dashboard_episode_order`` alone; only its own rows are joined."""
     connection = db.session.connection()
     summaries = connection.execute(
-        _PAGE_EPISODES, {"site_ids": site_ids, "offset": offset, "limit": limit}
+        _PAGE_EPISODES,
+        {"site_ids": site_ids, "offset": offset, "limit": limit, "cutoff": cutoff},
     ).all()
     by_episode: dict[int, list[ScaleStatus]] = {s.episode_id: [] for s in summaries}
     for entry in connection.execute(_PAGE_SCALES, {"episode_ids": list(by_episode)}):
         scale = scales.get(entry.scale_key)
         if scale is None:
             continue  # an instrument no longer installed: not shown, and not counted
-        by_episode[entry.episode_id].append(
-            ScaleStatus(
-                scale=scale,
-                latest_total=entry.total,
-                latest_complete=entry.complete,
-                latest_band=entry.band,
-                latest_at=entry.observed_at,
-                spark=spark_svg(
-                    scale.short_name, scale.total_min, scale.total_max, entry.recent_totals
-                ),
-            )
-        )
+        by_episode[entry.episode_id].append(_scale_status(scale, entry, now, cutoff))
     rows = []
     for s in summaries:
         waited = now - s.since_at
@@ -247,6 +301,7 @@ def _page_rows(
                 episode_started_at=s.started_at,
                 substance_label=SUBSTANCE_LABELS.get(s.substance_context, s.substance_context),
                 severity=s.severity,
+                waiting=s.waiting,
                 scales=sorted(
                     by_episode[s.episode_id], key=lambda x: (x.scale.display_order, x.scale.key)
                 ),
@@ -256,6 +311,35 @@ def _page_rows(
             )
         )
     return rows
+
+
+def _scale_status(scale: Scale, entry, now: datetime, cutoff: datetime) -> ScaleStatus:
+    totals = _recent_totals(entry.recent_totals)
+    change, change_incomplete = None, False
+    if len(totals) >= 2:
+        (before, before_complete), (latest, latest_complete) = totals[-2:]
+        change = latest - before
+        change_incomplete = not (before_complete and latest_complete)
+    return ScaleStatus(
+        scale=scale,
+        latest_total=entry.total,
+        latest_complete=entry.complete,
+        latest_band=entry.band,
+        latest_at=entry.observed_at,
+        spark=spark_svg(scale.short_name, scale.total_min, scale.total_max, entry.recent_totals),
+        severity=scale.severity(entry.total, entry.complete, entry.not_assessed_count),
+        change=change,
+        change_incomplete=change_incomplete,
+        stale=entry.observed_at < cutoff,
+        age_hours=max((now - entry.observed_at).total_seconds() / 3600, 0.0),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _recent_totals(recent_totals: str) -> tuple[tuple[int, bool], ...]:
+    """The ``[total, complete]`` pairs of a scale row, oldest first (the same text recurs on
+    every reload, as for the sparkline)."""
+    return tuple((total, bool(complete)) for total, complete in json.loads(recent_totals))
 
 
 @functools.lru_cache(maxsize=4096)

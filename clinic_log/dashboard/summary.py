@@ -15,7 +15,13 @@ row from the assessments themselves (the last ``SPARK_POINTS`` active entries, r
 ``ix_assessment_episode_scale_recent``) and the episode's row from its scale rows. So the
 summary says exactly what the assessments say, whatever the order of amendments and voids.
 ``rebuild()`` recomputes all of it (``flask dashboard rebuild``), after a bulk load or a
-change to a scale's bands.
+change to a scale's bands or to whether it is a withdrawal measure.
+
+Triage ranks by *current* withdrawal severity, which changes as results age while nothing is
+written. So the episode's row keeps what does not age, the highest band (or floor) of its
+withdrawal measures and when the latest entry at that level was observed, and each scale row
+its own ``withdrawal_rank``; the page compares those times with the recency window when it
+is asked for (``services.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from ..models import (
     Patient,
 )
 from ..scale_registry import scales
-from ..scales import Scale
+from ..scales import Band, Scale
 from . import bp
 
 SPARK_POINTS = 12
@@ -47,17 +53,27 @@ SEVERITY_LADDER = {"minimal": 0.5, "mild": 1.0, "moderate": 2.0, "moderately sev
                    "severe": 4.0}  # fmt: skip
 
 
-def band_severity(scale: Scale, band: str | None, complete: bool) -> float:
-    """Where a latest entry's band sits on the common ladder (minimal < mild < moderate <
-    moderately severe < severe), so that GAD-7 "Mild" and COWS "Mild" sort together; 0 for an
-    incomplete entry (its total is a lower bound) or a total no published band covers."""
+def ladder_rank(scale: Scale, band: Band | None) -> float:
+    """Where one of a scale's bands sits on the common ladder (minimal < mild < moderate <
+    moderately severe < severe), so that bands of different scales compare by label; 0 for
+    no band."""
     labels = [b.label for b in scale.bands]
-    if not complete or band is None or band not in labels:
+    if band is None or band.label not in labels:
         return 0.0
-    common = SEVERITY_LADDER.get(band.strip().lower())
+    common = SEVERITY_LADDER.get(band.label.strip().lower())
     if common is not None:
         return common
-    return 4.0 * (labels.index(band) + 1) / len(labels)
+    return 4.0 * (labels.index(band.label) + 1) / len(labels)
+
+
+def withdrawal_rank(scale: Scale | None, total: int, complete: bool) -> float:
+    """What a latest entry adds to triage while it is current: its band, or for an incomplete
+    total the floor its recorded items have reached (``Severity.ranked_band``), on the common
+    ladder; 0 for a scale that is not a withdrawal measure (or no longer installed) and for a
+    total in no band."""
+    if scale is None or not scale.withdrawal_measure:
+        return 0.0
+    return ladder_rank(scale, scale.severity(total, complete).ranked_band)
 
 
 def episode_opened(episode: Episode) -> None:
@@ -68,6 +84,7 @@ def episode_opened(episode: Episode) -> None:
             episode_id=episode.id,
             site_id=episode.patient.site_id,
             severity=0.0,
+            severity_at=None,
             last_assessed_at=None,
             since_at=episode.started_at,
         )
@@ -107,7 +124,7 @@ def entries_changed(episode_id: int, scale_key: str) -> None:
         if row is None:
             row = DashboardScale(scale_key=scale_key)
             summary.scales.append(row)
-        _fill_scale_row(row, latest_first)
+        _fill_scale_row(row, latest_first, scales().get(scale_key))
     _fill_sort_keys(summary, summary.episode.started_at, scales())
 
 
@@ -118,6 +135,7 @@ def _recent_entries(episode_id: int, scale_key: str):
             Assessment.observed_at,
             Assessment.total,
             Assessment.complete,
+            Assessment.not_assessed_count,
             Assessment.band,
         )
         .where(
@@ -130,13 +148,15 @@ def _recent_entries(episode_id: int, scale_key: str):
     )
 
 
-def _fill_scale_row(row: DashboardScale, latest_first: list) -> None:
+def _fill_scale_row(row: DashboardScale, latest_first: list, scale: Scale | None) -> None:
     latest = latest_first[0]
     row.assessment_id = latest.id
     row.observed_at = latest.observed_at
     row.total = latest.total
     row.complete = bool(latest.complete)
+    row.not_assessed_count = latest.not_assessed_count or 0
     row.band = latest.band
+    row.withdrawal_rank = withdrawal_rank(scale, latest.total, bool(latest.complete))
     row.recent_totals = [[e.total, bool(e.complete)] for e in reversed(latest_first)]
 
 
@@ -144,11 +164,15 @@ def _fill_sort_keys(
     summary: DashboardEpisode, started_at: datetime, installed: dict[str, Scale]
 ) -> None:
     """Severity and waiting time over the scales this installation has (an entry on a scale
-    no longer installed is not shown, so it does not count either)."""
+    no longer installed is not shown, so it does not count either).
+
+    The severity is the highest withdrawal rank of any scale, and ``severity_at`` the latest
+    observation at that rank: while that one is within the recency window it is the current
+    severity, and once it has aged out the page looks at the scale rows for the next."""
     shown = [r for r in summary.scales if r.scale_key in installed]
-    summary.severity = max(
-        (band_severity(installed[r.scale_key], r.band, r.complete) for r in shown), default=0.0
-    )
+    ranked = [(r.withdrawal_rank, r.observed_at) for r in shown if r.withdrawal_rank > 0]
+    summary.severity = max((rank for rank, _ in ranked), default=0.0)
+    summary.severity_at = max((at for rank, at in ranked if rank == summary.severity), default=None)
     summary.last_assessed_at = max((r.observed_at for r in shown), default=None)
     summary.since_at = summary.last_assessed_at or started_at
 
@@ -182,7 +206,7 @@ def rebuild(episode_ids: Iterable[int] | None = None) -> int:
         summary = DashboardEpisode(episode_id=episode_id, site_id=site_id)
         for scale_key, latest_first in sorted(by_episode.get(episode_id, {}).items()):
             row = DashboardScale(episode_id=episode_id, scale_key=scale_key)
-            _fill_scale_row(row, latest_first)
+            _fill_scale_row(row, latest_first, installed.get(scale_key))
             summary.scales.append(row)
         _fill_sort_keys(summary, started_at, installed)
         summaries.append(_columns(summary, DashboardEpisode))
@@ -213,6 +237,7 @@ def _recent_entries_of_open_episodes(episode_ids: list[int] | None) -> dict[int,
             Assessment.observed_at,
             Assessment.total,
             Assessment.complete,
+            Assessment.not_assessed_count,
             Assessment.band,
             position,
         )

@@ -56,6 +56,8 @@ _SCALE_FIELDS = {
     "recall_period": True,
     "instructions": True,
     "custom": True,
+    # Whether the scale measures opioid withdrawal: only those rank the dashboard's triage.
+    "withdrawal_measure": True,
     "display_order": True,
     "total_min": True,
     "total_max": True,
@@ -359,6 +361,7 @@ def load_scale_file(path: Path) -> Scale:
     recall_period = r.text(data, "recall_period", "")
     instructions = r.text(data, "instructions", "")
     custom = r.boolean(data, "custom", "")
+    withdrawal_measure = r.boolean(data, "withdrawal_measure", "")
     display_order = r.integer(data, "display_order", "")
     total_min = r.integer(data, "total_min", "")
     total_max = r.integer(data, "total_max", "")
@@ -397,6 +400,7 @@ def load_scale_file(path: Path) -> Scale:
         band_note=band_note,
         items=items,
         source_file=str(path),
+        withdrawal_measure=withdrawal_measure,
     )
 
 

@@ -188,6 +188,9 @@ class Scale:
     band_note: str
     items: tuple[Item, ...]
     source_file: str
+    # An opioid withdrawal scale (COWS, SOWS, OOWS, SOWS-Gossop): its current band ranks the
+    # dashboard's triage. Anxiety and symptom ratings are shown there but rank nothing.
+    withdrawal_measure: bool = False
     _by_key: dict[str, Item] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
