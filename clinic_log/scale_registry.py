@@ -7,7 +7,7 @@ from pathlib import Path
 from flask import Flask, current_app
 
 from .config import ConfigError
-from .scales import Scale, ScaleDefinitionError, load_scales
+from .scales import Scale, ScaleDefinitionError, Severity, load_scales
 
 _EXTENSION_KEY = "clinic_log.scales"
 
@@ -31,3 +31,14 @@ def scales() -> dict[str, Scale]:
 
 def get_scale(key: str) -> Scale | None:
     return scales().get(key)
+
+
+def entry_severity(entry) -> Severity | None:
+    """How an entry's total reads wherever a band appears (``Scale.severity``): its band, the
+    floor an incomplete total has reached, or "Incomplete". ``entry`` is any row with
+    ``scale_key``, ``total``, ``complete`` and ``not_assessed_count``; None for a scale this
+    installation no longer has."""
+    scale = get_scale(entry.scale_key)
+    if scale is None:
+        return None
+    return scale.severity(entry.total, entry.complete, entry.not_assessed_count)

@@ -21,7 +21,7 @@ from .database import begin_write, configure_sqlite, render_migration_type, retr
 from .extensions import csrf, db, login_manager, migrate
 from .params import ID_MAX, parse_id
 from .product import NO_ADVICE_NOTICE
-from .scale_registry import init_scales
+from .scale_registry import entry_severity, init_scales
 from .scales import NOT_ASSESSED_REASONS
 from .timeutil import format_local
 
@@ -221,6 +221,7 @@ def url_for_ids(endpoint: str, id_name: str, **values) -> Callable[[int], str]:
 
 def register_template_helpers(app: Flask) -> None:
     app.jinja_env.filters["local_time"] = format_local
+    app.jinja_env.filters["severity"] = entry_severity
     app.jinja_env.globals.update(
         NO_ADVICE_NOTICE=NO_ADVICE_NOTICE,
         NOT_ASSESSED_REASONS=NOT_ASSESSED_REASONS,

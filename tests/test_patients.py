@@ -787,8 +787,8 @@ def test_patient_page_shows_episodes_and_timeline_newest_first(world, ids, add_a
     ]
     assert [row[1] for row in rows] == ["GAD-7", "SOWS", "COWS"]
     assert [row[2] for row in rows] == ["18 /21", "0 /64", "8 /48"]
-    # An incomplete entry never shows a band, even though 18 would be "Severe".
-    assert rows[0][3] == "Incomplete (total is a lower bound)"
+    # An incomplete entry never shows a band: 18 is a lower bound, so "Severe" is only its floor.
+    assert rows[0][3] == "at least Severe — incomplete, 1 item not assessed"
     assert rows[1][3] == "No published band"
     assert rows[2][3] == "Mild"
     assert [row[4] for row in rows] == ["Sup.North", "Clin.North", "Clin.North"]

@@ -291,6 +291,7 @@ class TimelineEntry:
     total: int
     complete: bool
     band: str | None
+    not_assessed_count: int
     status: str
     status_reason: str | None
     reviewed_at: datetime | None
@@ -324,6 +325,7 @@ def _timeline_statements():
             entries.c.total,
             entries.c.complete,
             entries.c.band,
+            entries.c.not_assessed_count,
             entries.c.status,
             entries.c.status_reason,
             entries.c.reviewed_at,
