@@ -639,7 +639,7 @@ def test_tracker_sections_have_the_chart_its_summary_and_the_same_numbers(
         assert "Clin.North" in row
 
 
-def test_tracker_shows_an_incomplete_total_as_incomplete_never_banded(
+def test_tracker_shows_an_incomplete_total_as_its_floor_never_banded(
     clinician, world, add_assessment, ids, cows_three
 ):
     scores = scores_for("cows", 20)
@@ -653,13 +653,15 @@ def test_tracker_shows_an_incomplete_total_as_incomplete_never_banded(
     )
     db.session.commit()
     cows = sections(text_of(clinician.get(f"/patients/{ids.pid_n}/tracker")))["cows"]
+    # 20 is a lower bound already in Moderate: at least Moderate, never Moderate itself.
+    floor = "at least Moderate — incomplete, 1 item not assessed"
     alt = trend_alt(cows)
-    assert "Latest 20 (incomplete)" in alt
+    assert f"Latest 20 ({floor})" in alt
     assert "Latest 20 (Moderate)" not in alt
     newest = table_rows(cows, "COWS totals (4)")[0]
     assert '<td class="num">20</td>' in newest
-    assert "Incomplete" in newest
-    assert "Moderate" not in newest and "Mild" not in newest
+    assert f'<span class="band band-floor band-moderate">{floor}</span>' in newest
+    assert ">Moderate</span>" not in newest and "Mild" not in newest
 
 
 def test_tracker_symptom_ratings_add_the_domains_chart_and_table(clinician, ids, cows_three):
@@ -673,7 +675,7 @@ def test_tracker_symptom_ratings_add_the_domains_chart_and_table(clinician, ids,
     (row,) = table_rows(nrs, "Domain ratings (0–10)")
     cells = re.findall(r'<td class="num">([^<]*)</td>', row)
     assert cells == ["4", "not assessed", "7", "2"]
-    assert "Latest 13 (incomplete)" in trend_alt(nrs)
+    assert "Latest 13 (Incomplete)" in trend_alt(nrs)
     # The custom rating publishes no bands, and the page invents none.
     assert "Incomplete" in table_rows(nrs, "Symptom NRS totals (1)")[0]
     cows = sections(text_of(clinician.get(f"/patients/{ids.pid_n}/tracker")))["cows"]

@@ -28,7 +28,7 @@ from .series import (
 )
 
 # Part of every ETag: a change to how charts are drawn must not be served from old caches.
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"  # 2: an incomplete total already in a band is marked as a floor
 DOMAIN_SCALE = "symptom_nrs"
 DOMAIN_ITEMS = ("anxiety", "aches", "insomnia", "irritability")
 X_MODES = ("time", "hours")
@@ -179,13 +179,20 @@ def trend_series(
         y_min=scale.total_min,
         y_max=scale.total_max,
         bands=tuple(BandSpan(b.low, b.high, b.label) for b in scale.bands),
-        points=tuple(TrendPoint(a.observed_at, a.total, a.complete) for a in rows),
+        points=tuple(_trend_point(scale, a) for a in rows),
         episode_starts=episode_starts,
         tz_name=patient.site.timezone,
         x_mode=x_mode,
         window_start=window.start,
         window_end=window.end,
     )
+
+
+def _trend_point(scale: Scale, entry: Assessment) -> TrendPoint:
+    """An entry's total, worded as every page words it (Scale.severity), with its floor."""
+    severity = scale.severity(entry.total, entry.complete, entry.not_assessed_count)
+    floor = severity.floor.label if severity.floor is not None else None
+    return TrendPoint(entry.observed_at, entry.total, entry.complete, severity.text, floor)
 
 
 def trend_rows(patient: Patient, scale: Scale, window: Window) -> list[Assessment]:

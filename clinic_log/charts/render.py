@@ -53,6 +53,8 @@ DPI = 100
 EMPTY_TEXT = "No assessments in this range"
 COMPLETE_LABEL = "complete total"
 INCOMPLETE_LABEL = "incomplete (items not assessed; lower bound)"
+# An incomplete total already in a band: that band is certain as a floor (TrendPoint.floor).
+FLOOR_LABEL = "incomplete, at least the band it lies in"
 KEY_LABEL = "_key"  # the key's sample lines; the leading underscore hides them from legends
 EPISODE_LABEL = "episode start"
 HOURS_LABEL = "Hours since episode start"
@@ -73,6 +75,11 @@ GRID_COLOUR = "#e3e3e3"
 NOT_ASSESSED_FACE = "#e6e6e6"
 NOT_ASSESSED_HATCH = "#a0a0a0"
 HEATMAP_CMAP = "viridis_r"  # sequential and colour-blind safe; reversed so higher is darker
+# Incomplete totals are hollow markers: a circle, or for a floor a triangle pointing up (the
+# true total is this or higher).
+_HOLLOW = {"markerfacecolor": "white", "markeredgecolor": LINE_COLOUR, "markeredgewidth": 1.4}
+_INCOMPLETE_MARKER = {"marker": "o", "markersize": 5.5, "label": INCOMPLETE_LABEL, **_HOLLOW}
+_FLOOR_MARKER = {"marker": "^", "markersize": 6.5, "label": FLOOR_LABEL, **_HOLLOW}
 
 # Save-time settings. svg.hashsalt fixes the ids matplotlib writes into SVG, so the same
 # series gives the same bytes; svg.fonttype "none" keeps text as <text>, which is smaller,
@@ -122,7 +129,9 @@ def build_trend_figure(series: TrendSeries) -> Figure:
     """Build the trend chart: totals as a line, bands shaded, episode starts marked.
 
     Complete totals are joined by the line (broken at each episode start); incomplete
-    totals are lower bounds, so they are drawn as hollow markers and never joined.
+    totals are lower bounds, so they are drawn as hollow markers and never joined: a
+    triangle pointing up where the lower bound already lies in a band (at least that band),
+    a circle where it reaches none.
     """
     if series.x_mode not in ("time", "hours"):
         raise ValueError(f"unknown x_mode {series.x_mode!r}; use 'time' or 'hours'")
@@ -197,10 +206,12 @@ def _draw_totals(
     to_x: Callable[[datetime], float],
     has_incomplete: bool,
 ) -> None:
-    """One line for complete totals and one hollow-marker set for incomplete ones."""
+    """One line for complete totals and a hollow-marker set for each kind of incomplete one."""
     x = np.array([to_x(p.at) for p in points], dtype=float)
     y = np.array([p.total for p in points], dtype=float)
     complete = np.array([p.complete for p in points], dtype=bool)
+    floor = np.array([not p.complete and p.floor is not None for p in points], dtype=bool)
+    plain = ~complete & ~floor
     start_x = np.array([to_x(s) for s in starts], dtype=float)
     if complete.any():
         xc, yc = _break_at(x[complete], y[complete], start_x)
@@ -214,26 +225,17 @@ def _draw_totals(
             zorder=3,
             label=COMPLETE_LABEL,
         )
+    for shown, style in ((plain, _INCOMPLETE_MARKER), (floor, _FLOOR_MARKER)):
+        if shown.any():
+            ax.plot(x[shown], y[shown], linestyle="none", zorder=4, **style)
     if has_incomplete:
-        ax.plot(
-            x[~complete],
-            y[~complete],
-            linestyle="none",
-            marker="o",
-            markersize=5.5,
-            markerfacecolor="white",
-            markeredgecolor=LINE_COLOUR,
-            markeredgewidth=1.4,
-            zorder=4,
-            label=INCOMPLETE_LABEL,
-        )
-        _draw_key(ax, complete.any())
+        _draw_key(ax, complete.any(), plain.any(), floor.any())
 
 
-def _draw_key(ax: Axes, has_complete: bool) -> None:
-    """A one-line legend above the plot's top-left corner: line style, then hollow marker.
+def _draw_key(ax: Axes, has_complete: bool, has_plain: bool, has_floor: bool) -> None:
+    """A one-line legend above the plot's top-left corner: line style, then hollow markers.
 
-    Drawn as two small lines and two texts: matplotlib's Legend lays itself out with
+    Drawn as small lines and texts: matplotlib's Legend lays itself out with
     offset boxes on every draw, about an eighth of a 200-point chart's render time.
     """
     # Offsets in points from the axes' top-left corner, whatever the figure size.
@@ -260,21 +262,13 @@ def _draw_key(ax: Axes, has_complete: bool) -> None:
         )
         ax.text(x + 24, y, COMPLETE_LABEL, **text)
         x += 24 + _text_width(COMPLETE_LABEL, 8) + 16
-    ax.add_line(
-        Line2D(
-            [x + 10],
-            [y],
-            linestyle="none",
-            marker="o",
-            markersize=5.5,
-            markerfacecolor="white",
-            markeredgecolor=LINE_COLOUR,
-            markeredgewidth=1.4,
-            label=KEY_LABEL,
-            **style,
+    shown = [(has_plain, _INCOMPLETE_MARKER), (has_floor, _FLOOR_MARKER)]
+    for marker in [m for has, m in shown if has]:
+        ax.add_line(
+            Line2D([x + 10], [y], linestyle="none", **{**marker, "label": KEY_LABEL}, **style)
         )
-    )
-    ax.text(x + 24, y, INCOMPLETE_LABEL, **text)
+        ax.text(x + 24, y, marker["label"], **text)
+        x += 24 + _text_width(marker["label"], 8) + 16
 
 
 @lru_cache(maxsize=16)

@@ -22,6 +22,11 @@ class TrendPoint:
     at: datetime  # aware, UTC
     total: int  # a lower bound when incomplete
     complete: bool
+    # How the total reads, in the app's one wording (Scale.severity): its band, "at least
+    # Severe — incomplete, 1 item not assessed" or "Incomplete". None: not given.
+    severity: str | None = None
+    # Incomplete only: the band the lower bound already lies in, certain as a floor.
+    floor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,8 +141,9 @@ def summarise(series: TrendSeries) -> str:
 
     For example: "12 COWS assessments from 2026-11-10 to 2026-11-24. Latest 6 (Mild),
     lowest 3, highest 24; falling." Dates are the site's local dates. An incomplete total
-    is never given a band, and the direction uses complete totals only (it is left out
-    when there are fewer than two).
+    is never given a band, only the floor its point states ("Latest 43 (at least Severe —
+    incomplete, 1 item not assessed)"), and the direction uses complete totals only (it is
+    left out when there are fewer than two).
     """
     points = sorted(series.points, key=lambda p: require_aware(p.at, "TrendPoint.at"))
     if not points:
@@ -153,7 +159,8 @@ def summarise(series: TrendSeries) -> str:
 
     latest = points[-1]
     if not latest.complete:
-        latest_text = f"Latest {latest.total} (incomplete)"
+        # The app's wording says whether the lower bound has reached a band (a floor).
+        latest_text = f"Latest {latest.total} ({latest.severity or 'incomplete'})"
     else:
         band = _band_label(latest.total, series.bands)
         latest_text = f"Latest {latest.total} ({band})" if band else f"Latest {latest.total}"
