@@ -53,13 +53,14 @@ COWS = (
 IDENTIFIED = [
     "patient_identifier", "site", "episode_id", "episode_started_at_utc", "scale",
     "scale_version", "assessment_id", "observed_at_utc", "observed_at_local", "total", "band",
-    "completeness", "status", "status_reason", "replaces_id", "recorded_by",
+    "band_floor", "completeness", "status", "status_reason", "replaces_id", "recorded_by",
     "recorded_at_utc", "reviewed_by", "reviewed_at_utc", "notes",
 ]  # fmt: skip
 DEIDENTIFIED = [
     "patient_pseudonym", "site", "episode_number", "episode_started_at_utc", "scale",
     "scale_version", "assessment_id", "observed_at_utc", "observed_at_local", "total", "band",
-    "completeness", "status", "replaces_id", "recorded_at_utc", "reviewed", "reviewed_at_utc",
+    "band_floor", "completeness", "status", "replaces_id", "recorded_at_utc", "reviewed",
+    "reviewed_at_utc",
 ]  # fmt: skip
 LONG = ["item_key", "item_respondent", "item_domain", "score", "not_assessed_reason",
         "measured_value"]  # fmt: skip
@@ -1218,6 +1219,9 @@ def _oracle_rows(user, params: dict, key: str) -> list[list]:
             continue  # an entry without item scores has never been exported
         site, episode = a.patient.site, a.episode
         band = a.band if a.complete else ""
+        # An incomplete total is a lower bound: the band it already lies in is its floor.
+        floor = None if a.complete else get_scale(a.scale_key).band_for(a.total)
+        band_floor = floor.label if floor else ""
         completeness = "complete" if a.complete else "incomplete"
         if deidentified:
             shift = pseudonymiser.shift(a.patient_id)
@@ -1234,8 +1238,8 @@ def _oracle_rows(user, params: dict, key: str) -> list[list]:
             base = [
                 patient, site.code, number, _oracle_utc(moved(episode.started_at)), a.scale_key,
                 a.scale_version, entry(a.id), _oracle_utc(moved(a.observed_at)),
-                _oracle_local(moved(a.observed_at), site.timezone), a.total, band, completeness,
-                a.status, entry(a.replaces_id), _oracle_utc(moved(a.recorded_at)),
+                _oracle_local(moved(a.observed_at), site.timezone), a.total, band, band_floor,
+                completeness, a.status, entry(a.replaces_id), _oracle_utc(moved(a.recorded_at)),
                 "yes" if a.reviewed_at else "no", _oracle_utc(moved(a.reviewed_at)),
             ]  # fmt: skip
             # Patient by patient in pseudonym order, then by the minute shown, then pseudonym.
@@ -1246,9 +1250,9 @@ def _oracle_rows(user, params: dict, key: str) -> list[list]:
             base = [
                 a.patient.identifier, site.code, a.episode_id, _oracle_utc(episode.started_at),
                 a.scale_key, a.scale_version, a.id, _oracle_utc(a.observed_at),
-                _oracle_local(a.observed_at, site.timezone), a.total, band, completeness, a.status,
-                a.status_reason or "", a.replaces_id or "", a.recorded_by.display_name,
-                _oracle_utc(a.recorded_at),
+                _oracle_local(a.observed_at, site.timezone), a.total, band, band_floor,
+                completeness, a.status, a.status_reason or "", a.replaces_id or "",
+                a.recorded_by.display_name, _oracle_utc(a.recorded_at),
                 a.reviewed_by.display_name if a.reviewed_by else "",
                 _oracle_utc(a.reviewed_at), a.notes,
             ]  # fmt: skip

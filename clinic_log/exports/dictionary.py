@@ -35,6 +35,11 @@ COLUMNS = {
     "observed_at_local": "The same instant in the site's timezone, with its UTC offset.",
     "total": "Sum of the assessed items. For an incomplete entry it is a lower bound.",
     "band": "The scale's published severity label; empty when incomplete or when none applies.",
+    "band_floor": "Incomplete entries only: the published band the total already lies in. The "
+    "total is a lower bound (items not assessed can only add to it), so at least this band is "
+    "certain: 'Severe' here reads 'at least Severe'. Empty for a complete entry (see band) and "
+    "when the recorded items reach no band (the entry is only 'Incomplete'). Never the entry's "
+    "band: band stays empty for every incomplete entry.",
     "completeness": "complete, or incomplete when any item was not assessed.",
     "status": "active, amended (replaced by a newer version) or voided.",
     "status_reason": "Why the entry was amended or voided.",
@@ -92,6 +97,7 @@ DEIDENTIFIED = {
     "scale": ("kept", "Scale key and version."),
     "total": ("kept", "Scores, bands, completeness and item answers are the data."),
     "band": ("kept", "As in the identified file."),
+    "band_floor": ("kept", "As in the identified file."),
     "status": ("kept", "active, amended or voided."),
     "episode_number": ("kept", "Counts the patient's episodes."),
     "reviewed": ("kept", "yes or no."),

@@ -184,16 +184,19 @@ def parse_request(args: Mapping[str, str], user: User) -> ExportRequest:
 
 # --- columns -------------------------------------------------------------------------------
 
+# band_floor sits beside band and never changes what band means: an incomplete entry's band
+# stays empty, and the band its lower bound has already reached goes in band_floor.
 IDENTIFIED_BASE = [
     "patient_identifier", "site", "episode_id", "episode_started_at_utc", "scale",
     "scale_version", "assessment_id", "observed_at_utc", "observed_at_local", "total", "band",
-    "completeness", "status", "status_reason", "replaces_id", "recorded_by",
+    "band_floor", "completeness", "status", "status_reason", "replaces_id", "recorded_by",
     "recorded_at_utc", "reviewed_by", "reviewed_at_utc", "notes",
 ]  # fmt: skip
 DEIDENTIFIED_BASE = [
     "patient_pseudonym", "site", "episode_number", "episode_started_at_utc", "scale",
     "scale_version", "assessment_id", "observed_at_utc", "observed_at_local", "total", "band",
-    "completeness", "status", "replaces_id", "recorded_at_utc", "reviewed", "reviewed_at_utc",
+    "band_floor", "completeness", "status", "replaces_id", "recorded_at_utc", "reviewed",
+    "reviewed_at_utc",
 ]  # fmt: skip
 LONG_ITEM = ["item_key", "item_respondent", "item_domain", "score", "not_assessed_reason",
              "measured_value"]  # fmt: skip
@@ -465,7 +468,8 @@ class ExportRows:
         self.layout = request.layout
         self.pseudonymiser = pseudonymiser
         self.wide_items = request.scale.items if request.layout == "wide" else ()
-        self.scale_items = {key: scale.items for key, scale in scales().items()}
+        self.installed = scales()
+        self.scale_items = {key: scale.items for key, scale in self.installed.items()}
         self.times = _Times(connection.dialect)
         self.pivoted = request.layout == "wide" and connection.dialect.name == "sqlite"
         assessments = _assessments_statement(request, self.pivoted)
@@ -551,7 +555,7 @@ class ExportRows:
     def __iter__(self) -> Iterator[list]:
         return _format_rows(
             self.entries(), self.layout, self.wide_items, self.scale_items, self.pseudonymiser,
-            self.times.aware,
+            self.times.aware, self.installed,
         )  # fmt: skip
 
     def csv_text(self) -> Iterator[str]:
@@ -559,10 +563,12 @@ class ExportRows:
         return _FastWriter(self).chunks()
 
 
-def _format_rows(entries, layout, wide_items, scale_items, pseudonymiser, aware) -> Iterator[list]:
+def _format_rows(
+    entries, layout, wide_items, scale_items, pseudonymiser, aware, installed
+) -> Iterator[list]:
     """Each row as a list of values: what the columns mean, spelled out plainly."""
     for first, group in entries:
-        base = _base_columns(first, pseudonymiser, aware)
+        base = _base_columns(first, pseudonymiser, aware, installed)
         if layout == "long":
             items = {item.key: item for item in scale_items.get(first.scale_key, ())}
             for row in group:
@@ -597,16 +603,26 @@ def _wide_values(wide_items, group) -> list:
     return values + [not_assessed]
 
 
-def _base_columns(row, pseudonymiser: Pseudonymiser | None, aware) -> list:
+def band_floor(installed: Mapping[str, Scale], scale_key: str, total: int, complete: bool) -> str:
+    """The band an incomplete total has already reached (``Scale.floor_for``), certain as a
+    floor; empty for a complete entry, a lower bound below every band, or a scale no longer
+    installed."""
+    scale = installed.get(scale_key)
+    floor = scale.floor_for(total, complete) if scale is not None else None
+    return floor.label if floor is not None else ""
+
+
+def _base_columns(row, pseudonymiser: Pseudonymiser | None, aware, installed) -> list:
     completeness = "complete" if row.complete else "incomplete"
     band = row.band if row.complete else ""
+    floor = band_floor(installed, row.scale_key, row.total, row.complete)
     started, observed = aware(row.started_at), aware(row.observed_at)
     recorded, reviewed = aware(row.recorded_at), aware(row.reviewed_at)
     if pseudonymiser is None:
         return [
             row.identifier, row.code, row.episode_id, _utc(started), row.scale_key,
             row.scale_version, row.id, _utc(observed), _local(observed, row.timezone),
-            row.total, band, completeness, row.status, row.status_reason or "",
+            row.total, band, floor, completeness, row.status, row.status_reason or "",
             row.replaces_id or "", row.recorded_by_name, _utc(recorded),
             row.reviewed_by_name or "", _utc(reviewed), row.notes,
         ]  # fmt: skip
@@ -615,8 +631,8 @@ def _base_columns(row, pseudonymiser: Pseudonymiser | None, aware) -> list:
         pseudonymiser.pseudonym(row.code, row.identifier_key), row.code, row.episode_number,
         _utc(_moved(started, shift)), row.scale_key, row.scale_version,
         pseudonymiser.assessment(row.id), _utc(_moved(observed, shift)),
-        _local(_moved(observed, shift), row.timezone), row.total, band, completeness, row.status,
-        pseudonymiser.assessment(row.replaces_id) if row.replaces_id else "",
+        _local(_moved(observed, shift), row.timezone), row.total, band, floor, completeness,
+        row.status, pseudonymiser.assessment(row.replaces_id) if row.replaces_id else "",
         _utc(_moved(recorded, shift)), "yes" if reviewed else "no",
         _utc(_moved(reviewed, shift)),
     ]  # fmt: skip
@@ -660,6 +676,7 @@ class _FastWriter:
         self.started: dict[int, str] = {}
         self.shifts: dict[int, timedelta] = {}
         self.pseudonyms: dict[tuple[str, str], str] = {}
+        self.floors: dict[tuple[str, int], str] = {}
         self.suffixes = {
             key: _ItemSuffixes({item.key: (item.respondent, item.domain) for item in items})
             for key, items in export_rows.scale_items.items()
@@ -731,6 +748,17 @@ class _FastWriter:
                 self.started[episode_id] = text
         return text
 
+    def floor_text(self, scale_key: str, total: int, complete: bool) -> str:
+        """``band_floor``, once per scale and total."""
+        if complete:
+            return ""
+        text = self.floors.get((scale_key, total))
+        if text is None:
+            text = self.cells[band_floor(self.rows.installed, scale_key, total, complete)]
+            if len(self.floors) < CACHE_LIMIT:
+                self.floors[scale_key, total] = text
+        return text
+
     def local_text(self, instant: datetime, tz_name: str) -> str:
         tz = self.zones.get(tz_name)
         if tz is None:
@@ -749,7 +777,8 @@ class _FastWriter:
             self.started_text(episode_id, started, None), cells[scale_key], cells[scale_version],
             assessment_id, utc_text(observed),
             self.local_text(self.times.aware(observed), tz_name), total,
-            cells[band] if complete else "", "complete" if complete else "incomplete",
+            cells[band] if complete else "", self.floor_text(scale_key, total, complete),
+            "complete" if complete else "incomplete",
             cells[status], cells[reason], replaces_id or "", cells[recorded_by],
             utc_text(recorded), cells[reviewed_by], utc_text(reviewed) if reviewed else "",
             cells[notes],
@@ -777,7 +806,8 @@ class _FastWriter:
             pseudonym, cells[code], episode_number, self.started_text(episode_id, started, shift),
             cells[scale_key], cells[scale_version], entry(assessment_id), _utc_text(observed),
             self.local_text(observed, tz_name), total, cells[band] if complete else "",
-            "complete" if complete else "incomplete", cells[status],
+            self.floor_text(scale_key, total, complete), "complete" if complete else "incomplete",
+            cells[status],
             entry(replaces_id) if replaces_id else "", _utc_text(_moved(aware(recorded), shift)),
             "yes" if reviewed else "no",
             _utc_text(_moved(aware(reviewed), shift)) if reviewed else "",
