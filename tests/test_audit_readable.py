@@ -37,7 +37,12 @@ def lines(page) -> list[dict[str, str]]:
     found = []
     for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.DOTALL):
         cells = [
-            " ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell)).split())
+            # Inline markup (a link, a token kept whole) is part of the text around it.
+            " ".join(
+                html.unescape(
+                    re.sub(r"<[^>]+>", " ", re.sub(r"</?(span|a)\b[^>]*>", "", cell))
+                ).split()
+            )
             for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)
         ]
         if len(cells) == 6:

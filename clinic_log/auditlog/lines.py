@@ -69,8 +69,7 @@ class TrailLine:
         for view in reversed(self.views):
             if view is None:
                 continue
-            chart = view.split(" (", 1)[0]  # without its date range
-            name = chart.rsplit(" ", 1)[0] if chart.endswith((" trend", " items")) else chart
+            name = view.rsplit(" ", 1)[0] if view.endswith((" trend", " items")) else view
             if name not in seen:
                 seen.append(name)
         return seen
@@ -151,17 +150,12 @@ def _view_label(event: AuditEvent) -> str | None:
         return None
     if event.action != CHART_VIEW:
         return what
-    words = what.split()
-    # Chart views read "<scale> trend <range>", "<scale> items <range>", "symptom domains <range>".
-    if len(words) >= 2 and words[1] in ("trend", "items"):
-        label = f"{_scale_name(words[0])} {words[1]}"
-    else:
-        label = " ".join(word for word in words if ".." not in word)
-    dates = next((word for word in words if ".." in word), "..")
-    if dates != "..":
-        start, end = dates.split("..", 1)
-        label += f" ({start or '…'} to {end or '…'})"
-    return label
+    # Chart views read "<scale> trend <range>", "<scale> items <range>", "symptom domains
+    # <range>"; the range stays in the details, where it does not crowd a narrow column.
+    words = [word for word in what.split() if ".." not in word]
+    if len(words) == 2 and words[1] in ("trend", "items"):
+        return f"{_scale_name(words[0])} {words[1]}"
+    return " ".join(words)
 
 
 def _visits(events: Sequence[AuditEvent]) -> list[list[AuditEvent]]:
