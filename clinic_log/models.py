@@ -346,6 +346,15 @@ class Assessment(db.Model):
             sqlite_where=text(UNREVIEWED_SQL),
             postgresql_where=text(UNREVIEWED_SQL),
         ),
+        # The supervisor's own waiting entries, apart from the ones they sign: their tab and
+        # its count walk only these, however many of other people's entries wait.
+        Index(
+            "ix_assessment_unreviewed_recorder",
+            "recorded_by_id",
+            *_UNREVIEWED_COLUMNS,
+            sqlite_where=text(UNREVIEWED_SQL),
+            postgresql_where=text(UNREVIEWED_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

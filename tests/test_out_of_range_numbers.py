@@ -44,6 +44,15 @@ def _status(browser, url, **params):
 QUERY_PARAMETERS = (
     ("sup.north", "/review/", "patient", 404),
     ("sup.north", "/review/", "scale", 200),
+    ("sup.north", "/review/", "q", 200),
+    ("sup.north", "/review/", "order", 200),
+    ("sup.north", "/review/", "show", 200),
+    ("sup.north", "/review/", "after", 404),
+    ("sup.north", "/review/", "before", 404),
+    # The entry page carries the queue's filters it was opened from, for "sign and next".
+    ("sup.north", "/assessments/{aid}", "patient", 404),
+    ("sup.north", "/assessments/{aid}", "scale", 200),
+    ("sup.north", "/assessments/{aid}", "order", 200),
     ("sup.north", "/dashboard/", "page", PAGE_CLAMPED),
     ("sup.north", "/dashboard/", "site", 200),
     ("sup.north", "/audit/", "page", PAGE_CLAMPED),
@@ -86,7 +95,7 @@ def test_every_query_parameter_refuses_unusable_numbers(
 ):
     app.config["EXPORTS_PER_MINUTE"] = 1000
     browser = login(username)
-    url = url.format(pid=world["patient_n"].id)
+    url = url.format(pid=world["patient_n"].id, aid=entry.id)
     for value in OUT_OF_RANGE:
         response = _status(browser, url, **{name: value})
         assert response.status_code == expected, (url, name, value)

@@ -166,7 +166,7 @@ def test_the_queue_holds_unreviewed_active_entries_of_my_sites_oldest_first(worl
     assert page.status_code == 200
     rows = queue_rows(page)
     assert [row["id"] for row in rows] == expected
-    assert "5 unreviewed entries at your sites, oldest first" in text_of(page)
+    assert "5 entries wait for your sign-off" in text_of(page)
     assert "S-001" not in text_of(page)
     assert all("Review and sign" in row["text"] for row in rows)
     assert ["N-002" in row["text"] for row in rows] == [False, False, False, True, False]
@@ -183,22 +183,25 @@ def test_a_queue_page_is_the_oldest_waiting_entries_across_patients(world, entry
 
     page = review.queue(world["sup_n"], limit=4)
     assert [q.assessment.id for q in page] == [ids[12], ids[10], ids[8], ids[6]]
-    assert review.queue_size(world["sup_n"]) == 6
-    assert [p.identifier for p in review.patients_waiting(world["sup_n"])] == ["N-001", "N-002"]
+    assert review.count_waiting(world["sup_n"], review.QueueView()) == 6
+    found = review.find_patients(world["sup_n"], "n-00")
+    assert [p.identifier for p in found] == ["N-001", "N-002"]
     only_second = review.queue(world["sup_n"], patient_id=second.id, limit=2)
     assert [q.assessment.id for q in only_second] == [ids[12], ids[8]]
 
 
 def test_the_queue_never_reads_every_entry_whole(world, entry):
     """A backlog must not make the queue read and sort every entry whole (0.4 s at 200,000
-    entries): the page is chosen from an index, then its entries are read by id; the count
-    and the patient filter read an index per patient, never the whole table."""
+    entries): each page is chosen from a partial index of the waiting entries, from its start
+    point on (keyset paging), then its entries are read by id; the capped counts walk an
+    index too, never the whole table."""
     from sqlalchemy import event
 
     if db.engine.dialect.name != "sqlite":
         pytest.skip("reads SQLite's query plans")
-    for hours in (1, 2, 3):
+    for hours in (1, 3, 4):
         entry(hours=hours)
+    cursor = db.session.get(Assessment, entry(hours=2))
     fresh()
     statements = []
 
@@ -206,26 +209,35 @@ def test_the_queue_never_reads_every_entry_whole(world, entry):
         if "FROM assessment" in statement:
             statements.append((statement, parameters))
 
+    sup = world["sup_n"]
     event.listen(db.engine, "before_cursor_execute", capture)
     try:
-        review.queue(world["sup_n"])
-        review.queue(world["sup_n"], patient_id=world["patient_n"].id)
-        review.queue_size(world["sup_n"])
-        review.patients_waiting(world["sup_n"])
+        review.queue_page(sup, review.QueueView())
+        review.queue_page(sup, review.QueueView(patient_id=world["patient_n"].id))
+        review.queue_page(sup, review.QueueView(newest=True), after=cursor)
+        review.queue_page(sup, review.QueueView(), before=cursor, size=1)
+        review.count_waiting(sup, review.QueueView())
+        review.count_waiting(sup, review.QueueView(own=True))
     finally:
         event.remove(db.engine, "before_cursor_execute", capture)
-    assert len(statements) == 4
-    for number, (statement, parameters) in enumerate(statements):
-        plan = db.session.connection().exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + statement, parameters
+    kinds = []
+    for statement, parameters in statements:
+        plan = list(
+            db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
         )
         reads = [row[3] for row in plan if re.search(r"\bassessment\b", row[3])]
-        assert reads and all(read.startswith("SEARCH assessment USING") for read in reads), (
-            reads,
-            statement,
-        )
-        if number < 2:  # the queue: its page of ids, then those entries by id
+        # A SCAN only of a partial index, in the page's order: it holds only waiting entries,
+        # and the walk ends once the page (or the capped count) is full.
+        walked = ("SEARCH assessment USING", "SCAN assessment USING INDEX ix_assessment_unrev")
+        assert reads and all(read.startswith(walked) for read in reads), (reads, statement)
+        assert not any("TEMP B-TREE" in row[3] for row in plan), (statement, plan)
+        if statement.startswith("SELECT assessment.id ") or "count(*)" in statement:
+            kinds.append("index")  # a page's ids, or a capped count: the partial index
+            assert "ix_assessment_unreviewed_" in reads[0], reads
+        else:
+            kinds.append("by id")  # then the page's entries, by id
             assert "INTEGER PRIMARY KEY" in reads[-1], reads
+    assert kinds == ["index", "by id"] * 4 + ["index"] * 2
 
 
 def test_the_queue_filters_by_patient_and_scale(world, entry, login):
@@ -259,13 +271,13 @@ def test_the_queue_filters_by_patient_and_scale(world, entry, login):
     # Another site's patient gives nothing, an unknown scale is no filter; a bad id is a 404
     # (test_out_of_range_numbers), never the whole queue under a filter that seems applied.
     assert ids(f"?patient={south_id}") == []
-    assert "Nothing waits for review with these filters" in text_of(
+    assert "Nothing waits for your sign-off with these filters" in text_of(
         sup.get(f"/review/?patient={south_id}")
     )
     assert ids("?scale=nonesuch") == [gad_n1, cows_n1, gad_n2]
     assert sup.get("/review/?patient=abc").status_code == 404
     page = sup.get(f"/review/?patient={first_id}")
-    assert f'<option value="{first_id}" selected>N-001</option>' in page.get_data(as_text=True)
+    assert 'name="q" value="N-001"' in page.get_data(as_text=True)
 
 
 def test_my_own_entries_are_marked_and_i_cannot_sign_them(world, entry, login):
@@ -278,9 +290,11 @@ def test_my_own_entries_are_marked_and_i_cannot_sign_them(world, entry, login):
         review.sign_assessment(world["sup_n"], assessment, PASSWORD, assessment.version)
     sup = login("sup.north")
     rows = queue_rows(sup.get("/review/"))
-    assert rows[0]["id"] == own
-    assert "Recorded by you" in rows[0]["text"] and "Review and sign" not in rows[0]["text"]
-    assert "Recorded by you" not in rows[1]["text"]
+    assert [row["id"] for row in rows] == [theirs]
+    assert "Recorded by you" not in rows[0]["text"]
+    (row,) = queue_rows(sup.get("/review/?show=own"))
+    assert row["id"] == own
+    assert "Recorded by you" in row["text"] and "Review and sign" not in row["text"]
     page = sup.get(f"/assessments/{own}")
     assert "another supervisor must sign it off" in text_of(page)
     assert f"/assessments/{own}/sign" not in page.get_data(as_text=True)

@@ -8,7 +8,7 @@ from ..auth.reads import record_view
 from ..database import now_utc
 from ..forms import local_field_to_utc, redisplay_on_csrf_error
 from ..models import AssessmentStatus, Role
-from ..params import parse_id
+from ..params import parse_id, query_id
 from ..review import services as review
 from ..review.forms import SignForm
 from ..scale_registry import get_scale
@@ -91,16 +91,28 @@ def _new_page(form, scale, patient, episode):
 @bp.route("/assessments/<id:assessment_id>")
 @clinical_required
 def show(assessment_id: int):
-    """One assessment: its total, band or "incomplete", every item, its review and status."""
-    return _show(load_assessment(assessment_id))
+    """One assessment: its total, band or "incomplete", every item, its review and status.
+    Opened from the review queue, it carries the queue's filters for "sign and next"."""
+    assessment = load_assessment(assessment_id)
+    queue = review.QueueView.read(
+        query_id("patient"), request.args.get("scale"), request.args.get("order")
+    )
+    return _show(assessment, queue=queue)
 
 
-def _show(assessment, void_form=None, sign_form=None):
+def _show(assessment, void_form=None, sign_form=None, queue=None):
     """The entry page, also shown again with a refused void or sign-off form (422)."""
     if void_form is None:
         void_form = VoidForm(version=str(assessment.version), formdata=None)
     if sign_form is None:
-        sign_form = SignForm(version=str(assessment.version), formdata=None)
+        queue = queue or review.QueueView()
+        sign_form = SignForm(
+            version=str(assessment.version),
+            queue_patient=str(queue.patient_id or ""),
+            queue_scale=queue.scale_key or "",
+            queue_order="newest" if queue.newest else "",
+            formdata=None,
+        )
     html = render_template(
         "assessments/show.html",
         assessment=assessment,
@@ -293,6 +305,23 @@ def sign(assessment_id: int):
         except review.ReviewError as error:
             (form[error.field].errors if error.field else form.form_errors).append(error.message)
         else:
+            if form.then.data:
+                return _sign_and_next(assessment, form)
             flash("Signed off as reviewed.", "success")
             return redirect(url_for("assessments.show", assessment_id=assessment.id))
     return _show(assessment, sign_form=form), 422
+
+
+def _sign_and_next(signed, form):
+    """After a sign-off, the next entry waiting in the queue the entry was opened from."""
+    queue = review.QueueView.read(
+        parse_id(form.queue_patient.data), form.queue_scale.data, form.queue_order.data
+    )
+    following = review.next_waiting(current_user, signed, queue)
+    if following is None:
+        flash("Signed off as reviewed. Nothing else waits for your sign-off here.", "success")
+        return redirect(url_for("review.index", **queue.query()))
+    flash("Signed off as reviewed. This is the next entry waiting.", "success")
+    return redirect(
+        url_for("assessments.show", assessment_id=following.id, **queue.query()) + "#sign-heading"
+    )

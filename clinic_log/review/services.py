@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import joinedload
 
 from .. import audit
@@ -26,6 +26,7 @@ from ..auth.services import PasswordRefused, confirm_password
 from ..database import begin_write, now_utc
 from ..exports.services import EXPORT_ACTION
 from ..extensions import db
+from ..identifiers import identifier_key
 from ..models import (
     Assessment,
     AssessmentStatus,
@@ -37,7 +38,7 @@ from ..models import (
     User,
     waiting_for_review,
 )
-from ..scale_registry import get_scale
+from ..scale_registry import get_scale, scales
 from ..timeutil import format_local
 
 MEANING = "reviewed"
@@ -60,23 +61,181 @@ class QueueEntry:
 
 
 QUEUE_LIMIT = 500
+PAGE_SIZE = 50
+# The count stops here: past it a number tells a supervisor nothing more, and counting every
+# entry of a large backlog would cost the page what its size costs ("1,000+").
+COUNT_CAP = 1000
 
 
-def _queue_conditions(user: User, patient_id: int | None, scale_key: str | None) -> list:
+@dataclass(frozen=True)
+class QueueView:
+    """What a queue page lists: one patient or all, one scale or all, oldest or newest first,
+    and the entries to sign or the supervisor's own (which another supervisor signs)."""
+
+    patient_id: int | None = None
+    scale_key: str | None = None
+    newest: bool = False
+    own: bool | None = False  # None: both
+
+    @classmethod
+    def read(cls, patient_id: int | None, scale: str | None, order: str | None) -> QueueView:
+        """The filters a link or form carried; an unknown scale or order is none (the whole
+        queue, oldest first), as the filter form offers."""
+        scale_key = scale if scale in scales() else None
+        return cls(patient_id, scale_key, newest=order == "newest")
+
+    def query(self) -> dict:
+        """The filters as a query string, without defaults: what links and redirects carry
+        (the tab is not among them: the entry page and "sign and next" are for signing)."""
+        args = {"order": "newest" if self.newest else None, "patient": self.patient_id}
+        args["scale"] = self.scale_key
+        return {name: value for name, value in args.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    entries: list[QueueEntry]
+    has_next: bool  # entries follow the last one shown
+    has_prev: bool  # entries come before the first one shown
+
+
+def _queue_conditions(
+    user: User, patient_id: int | None, scale_key: str | None, own: bool | None = None
+) -> list:
     conditions = [Patient.site_id.in_(user.site_ids), *waiting_for_review()]
     if patient_id is not None:
         conditions.append(Assessment.patient_id == patient_id)
     if scale_key:
         conditions.append(Assessment.scale_key == scale_key)
+    if own is not None:
+        mine = Assessment.recorded_by_id == user.id
+        conditions.append(mine if own else ~mine)
     return conditions
 
 
-def queue_size(user: User, patient_id: int | None = None, scale_key: str | None = None) -> int:
-    return db.session.scalar(
-        select(func.count(Assessment.id))
-        .join(Assessment.patient)
-        .where(*_queue_conditions(user, patient_id, scale_key))
+def count_waiting(user: User, view: QueueView, cap: int | None = None) -> int:
+    """How many entries the view lists, counted no further than ``cap`` (``COUNT_CAP``): a
+    walk of at most that many index entries, however long the backlog."""
+    cap = COUNT_CAP if cap is None else cap
+    some = (
+        select(Assessment.id)
+        .join(Patient, _site_join(view))
+        .where(*_queue_conditions(user, view.patient_id, view.scale_key, view.own))
+        .limit(cap)
+        .subquery()
     )
+    return db.session.scalar(select(func.count()).select_from(some))
+
+
+def format_count(count: int, cap: int | None = None) -> str:
+    """A capped count as the page says it: "1,000+" once the cap is reached."""
+    cap = COUNT_CAP if cap is None else cap
+    return f"{cap:,}+" if count >= cap else f"{count:,}"
+
+
+def cursor_entry(user: User, assessment_id: int) -> Assessment | None:
+    """The entry a page link continues from, if it is at one of the user's sites; signed or
+    amended since does not matter, since only its place in the order is used."""
+    return db.session.scalar(
+        select(Assessment)
+        .join(Assessment.patient)
+        .where(Assessment.id == assessment_id, Patient.site_id.in_(user.site_ids))
+    )
+
+
+def queue_page(
+    user: User,
+    view: QueueView,
+    after: Assessment | None = None,
+    before: Assessment | None = None,
+    size: int = PAGE_SIZE,
+) -> QueuePage:
+    """One page of the queue: the ``size`` entries that follow ``after`` (or precede
+    ``before``) in the view's order, by observed time and then id.
+
+    The page continues from an entry's place in that order (keyset paging), not from a
+    count of rows: an entry signed or added between two page loads shifts nothing, so paging
+    on never skips or repeats one. Each page walks the partial index from its start point,
+    so the 4,000th page costs what the first does.
+    """
+    conditions = _queue_conditions(user, view.patient_id, view.scale_key, view.own)
+    key = tuple_(Assessment.observed_at, Assessment.id)
+    backward = before is not None
+    descending = view.newest != backward  # walking back from ``before`` reverses the order
+    if after is not None:
+        start = (after.observed_at, after.id)
+        conditions.append(key < start if view.newest else key > start)
+    elif before is not None:
+        start = (before.observed_at, before.id)
+        conditions.append(key > start if view.newest else key < start)
+    order = (
+        (Assessment.observed_at.desc(), Assessment.id.desc())
+        if descending
+        else (Assessment.observed_at, Assessment.id)
+    )
+    ids = db.session.scalars(
+        select(Assessment.id)
+        .join(Patient, _site_join(view))
+        .where(*conditions)
+        .order_by(*order)
+        .limit(size + 1)
+    ).all()
+    more = len(ids) > size
+    ids = ids[:size]
+    if backward:
+        if not more:  # back at the start: show the first page whole
+            return queue_page(user, view, size=size)
+        ids.reverse()
+    entries = _entries_by_id(ids)
+    listed = [
+        QueueEntry(a, a.recorded_by_id == user.id, signature)
+        for a, signature in zip(entries, _last_signatures_before(entries), strict=True)
+    ]
+    if backward:
+        return QueuePage(listed, has_next=True, has_prev=True)
+    return QueuePage(listed, has_next=more, has_prev=after is not None)
+
+
+def _site_join(view: QueueView):
+    """How a page reaches its entries' patients (for their site): from each entry it walks.
+
+    Without a patient filter the page must walk a partial index in its own order (of all
+    waiting entries, or the supervisor's own) and stop once full. Joined plainly, SQLite,
+    which keeps no statistics unless told, went the other way: from the site's patients to
+    all their waiting entries, sorted whole for a page of 50. ``+ 0`` keeps the join off the
+    entries' patient indexes, so both databases walk from the entries.
+    """
+    if view.patient_id is not None:
+        return Patient.id == Assessment.patient_id
+    return Patient.id == Assessment.patient_id + 0
+
+
+def _entries_by_id(ids: list[int]) -> list[Assessment]:
+    """The entries of ``ids`` with their patients, sites and recorders, in that order."""
+    if not ids:
+        return []
+    found = {
+        a.id: a
+        for a in db.session.scalars(
+            select(Assessment)
+            .where(Assessment.id.in_(ids))
+            .options(
+                joinedload(Assessment.patient).joinedload(Patient.site),
+                joinedload(Assessment.recorded_by),
+            )
+        ).unique()
+    }
+    return [found[i] for i in ids]
+
+
+def next_waiting(user: User, signed: Assessment, view: QueueView) -> Assessment | None:
+    """The entry "sign and next" opens after ``signed``: the next one in the view's order
+    that waits for this supervisor, or else the first one (the queue wraps round)."""
+    view = QueueView(view.patient_id, view.scale_key, view.newest, own=False)
+    page = queue_page(user, view, after=signed, size=1)
+    if not page.entries:
+        page = queue_page(user, view, size=1)
+    return page.entries[0].assessment if page.entries else None
 
 
 def queue(
@@ -85,44 +244,47 @@ def queue(
     scale_key: str | None = None,
     limit: int = QUEUE_LIMIT,
 ) -> list[QueueEntry]:
-    """Unreviewed active entries at the user's sites, oldest observation first."""
-    # The page's ids first, from the partial indexes alone; then those entries with their
-    # patients and recorders. In one query, a backlog of 200,000 entries had every row read
-    # and sorted whole for a page of 500 (0.4 s); this way it is a few milliseconds.
-    page = (
-        select(Assessment.id)
-        .join(Assessment.patient)
-        .where(*_queue_conditions(user, patient_id, scale_key))
-        .order_by(Assessment.observed_at, Assessment.id)
-        .limit(limit)
-        .subquery()
-    )
-    stmt = (
-        select(Assessment)
-        .join(page, page.c.id == Assessment.id)
-        .options(
-            joinedload(Assessment.patient).joinedload(Patient.site),
-            joinedload(Assessment.recorded_by),
+    """Unreviewed active entries at the user's sites, the user's own too, oldest first."""
+    return queue_page(user, QueueView(patient_id, scale_key, own=None), size=limit).entries
+
+
+@dataclass(frozen=True)
+class PatientFound:
+    id: int
+    identifier: str
+    site_id: int
+
+
+SEARCH_LIMIT = 10
+
+
+def find_patients(user: User, text: str) -> list[PatientFound]:
+    """Patients of the user's sites for the queue's search box: the one whose identifier is
+    ``text`` (compared as identifiers are), or else those whose identifier contains it, at
+    most ``SEARCH_LIMIT`` + 1 (so the page can say there are more)."""
+    wanted = identifier_key(text)
+    if not wanted:
+        return []
+    rows = db.session.execute(
+        select(Patient.id, Patient.identifier, Patient.site_id, Patient.identifier_key)
+        .where(
+            Patient.site_id.in_(user.site_ids),
+            Patient.identifier_key.like(f"%{_like_escape(wanted)}%", escape="\\"),
         )
-        .order_by(Assessment.observed_at, Assessment.id)
-    )
-    entries = db.session.scalars(stmt).unique().all()
-    return [
-        QueueEntry(a, a.recorded_by_id == user.id, signature)
-        for a, signature in zip(entries, _last_signatures_before(entries), strict=True)
-    ]
-
-
-def patients_waiting(user: User) -> list:
-    """(id, identifier, site id) of every patient at the user's sites with an entry waiting
-    for sign-off, by identifier: the queue's patient filter. One probe of the partial index
-    per patient, however many entries wait."""
-    waiting = exists().where(Assessment.patient_id == Patient.id, *waiting_for_review())
-    return db.session.execute(
-        select(Patient.id, Patient.identifier, Patient.site_id)
-        .where(Patient.site_id.in_(user.site_ids), waiting)
-        .order_by(Patient.identifier)
+        .order_by(Patient.identifier_key != wanted, Patient.identifier, Patient.id)
+        .limit(SEARCH_LIMIT + 1)
     ).all()
+    exact = [PatientFound(*row[:3]) for row in rows if row.identifier_key == wanted]
+    return exact or [PatientFound(*row[:3]) for row in rows]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def names_of(ids: list[int]) -> dict[int, str]:
+    """How a sign-off names each of these entries (``entry_name``), in one query."""
+    return {a.id: entry_name(a) for a in _entries_by_id(list(ids))}
 
 
 def _last_signatures_before(entries: list[Assessment]) -> list[Signature | None]:
