@@ -15,7 +15,7 @@ class SignForm(BaseForm):
     queue_patient = HiddenField()
     queue_scale = HiddenField()
     queue_order = HiddenField()
-    then = SubmitField("Sign off and open the next")
+    then = SubmitField("Sign, then open the next waiting")
 
 
 class SignTrendForm(BaseForm):

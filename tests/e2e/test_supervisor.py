@@ -46,12 +46,16 @@ def test_supervisor_signs_off_from_the_queue_and_reads_the_audit_trail(page, liv
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Review queue").click()
     assert page.get_by_role("heading", name="Review queue").is_visible()
-    assert "9 unreviewed entries" in page.locator(".page-head").inner_text()
-    rows = page.locator("table.data tbody tr")
-    assert rows.count() == 9
-    own_row = rows.filter(has=page.locator(f"a[href='/assessments/{own_id}']"))
-    assert "Recorded by you: another supervisor signs" in own_row.inner_text()
+    # The supervisor's own entry waits apart, on a tab of its own, for another supervisor.
+    assert "8 entries wait for your sign-off" in page.locator("main").inner_text()
+    page.get_by_role("link", name="Recorded by you — another supervisor signs (1)").click()
+    own_row = page.locator("table.data tbody tr")
+    assert own_row.count() == 1 and own_row.locator(f"a[href='/assessments/{own_id}']").count()
+    assert "Recorded by you — another supervisor signs" in own_row.inner_text()
     assert own_row.get_by_role("link", name="Review and sign").count() == 0
+    page.get_by_role("link", name="To sign (8)").click()
+    rows = page.locator("table.data tbody tr")
+    assert rows.count() == 8
 
     # The oldest entry first; it was recorded by the clinician.
     first = rows.first
@@ -85,7 +89,7 @@ def test_supervisor_signs_off_from_the_queue_and_reads_the_audit_trail(page, liv
     assert "Signed “reviewed” by Sam Supervisor" in history
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Review queue").click()
-    assert "8 unreviewed entries" in page.locator(".page-head").inner_text()
+    assert "7 entries wait for your sign-off" in page.locator("main").inner_text()
     assert page.locator(f"table.data a[href='/assessments/{entry_id}']").count() == 0
 
     # The audit trail, narrowed to the patient, tells who did what to this entry and why.
