@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import joinedload
 
 from ..extensions import db
-from ..models import Assessment, AssessmentStatus, Episode, Patient, waiting_for_review
+from ..models import Assessment, AssessmentStatus, Episode, Patient
 from ..scales import Scale
 from ..timeutil import zone
 from .series import (
@@ -292,11 +292,3 @@ def domain_table(rows: list[Assessment]) -> list[tuple[datetime, dict[str, int |
         (a.observed_at, {s.item_key: s.score for s in a.item_scores if s.item_key in DOMAIN_ITEMS})
         for a in rows
     ]
-
-
-def unreviewed_count(patient: Patient) -> int:
-    return db.session.scalar(
-        select(func.count(Assessment.id)).where(
-            Assessment.patient_id == patient.id, *waiting_for_review()
-        )
-    )
