@@ -183,7 +183,7 @@ def test_lists_every_open_episode_at_my_sites_and_nothing_else(
         "N-NEW",
         "S-001",
     ]
-    assert ">SOUTH</td>" in row_of(both, "S-001")
+    assert '<span class="site">SOUTH</span>' in row_of(both, "S-001")
 
 
 def test_a_supervisor_of_a_quiet_site_sees_an_empty_dashboard(browser, world, make_site, make_user):
@@ -587,7 +587,7 @@ def test_the_summary_follows_record_amend_and_void(supervisor, world, new_patien
     cows = scale_items(row)["COWS"]
     assert '<strong class="total">10</strong>' in cows and ">Mild</span>" in cows
     # Outside the sparkline and the time (which can read "04:30"), no 30 is left anywhere.
-    after_spark = re.sub(r'<span class="muted">[^<]*</span>', "", cows.split("</svg>")[1])
+    after_spark = re.sub(r'<span class="muted">.*?</span>', "", cows.split("</svg>")[1], flags=re.S)
     assert cows.count("<circle") == 2 and "30" not in after_spark
     assert db.session.get(DashboardScale, (patient.open_episode.id, "cows")).recent_totals == [
         [8, True],
