@@ -190,7 +190,7 @@ def test_the_migration_counts_the_items_not_assessed_of_existing_entries(
             )  # fmt: skip
             patient = add(
                 "patient", site_id=site, identifier="N-001", identifier_key="n-001",
-                created_by_id=user, created_at=at,
+                identifier_skeleton="n-001", created_by_id=user, created_at=at,
             )  # fmt: skip
             episode = add(
                 "episode", patient_id=patient, started_at=at, substance_context="opioid", note="",
