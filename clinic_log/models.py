@@ -316,6 +316,17 @@ class Assessment(db.Model):
         # 1,000 patients with 200 entries each).
         Index("ix_assessment_patient_observed", "patient_id", "observed_at", "status"),
         Index("ix_assessment_scale_observed", "scale_key", "observed_at"),
+        # One scale of one patient, newest first: the patient page's summary (the last few
+        # active entries of each scale), its timeline narrowed to a scale, and the flowsheet,
+        # each a short range of this index however many entries the patient has.
+        Index(
+            "ix_assessment_patient_scale_observed",
+            "patient_id",
+            "scale_key",
+            "observed_at",
+            "id",
+            "status",
+        ),
         # The last active entries of one scale in one episode, newest first, from the index
         # alone: what the dashboard summary is rebuilt from after every change.
         Index(
