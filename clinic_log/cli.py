@@ -130,6 +130,11 @@ def register_commands(app: Flask) -> None:
 )
 @click.option("--site", default="", help="Site code (default: all the user's sites).")
 @click.option("--patient", default="", help="Patient number (as in /patients/<number>).")
+@click.option(
+    "--patient-identifier",
+    default="",
+    help="Patient identifier, e.g. N-001 (with --site if two sites use it).",
+)
 @click.option("--scale", default="", help="Scale key; required for the wide layout.")
 @click.option("--start", default="", help="First day, YYYY-MM-DD (site local).")
 @click.option("--end", default="", help="Last day, YYYY-MM-DD, included.")

@@ -443,7 +443,8 @@ def test_patient_filter_over_http(north, world, three_entries):
     response = export(north, patient=world["patient_n"].id, layout="wide", scale="cows")
     assert response.status_code == 200
     assert response.headers["Content-Disposition"] == (
-        'attachment; filename="clinic_log-wide-cows.csv"'
+        f'attachment; filename="clinic_log-all-sites-patient-{world["patient_n"].id}'
+        '-identified-wide-cows.csv"'
     )
     data = parse(response.data)
     assert set(data.by_id()) == {first.id}
@@ -718,9 +719,11 @@ def test_episode_numbers_count_the_patients_episodes(world, login, add_assessmen
 def test_response_headers_and_the_excel_option(north, world, add_assessment):
     add_assessment(world["patient_n"], world["clin_n"], notes="café, niño, Zürich, 日本")
     for params, name in (
-        ({}, "clinic_log-long-all.csv"),
-        ({"layout": "wide", "scale": "cows", "site": "NORTH"}, "clinic_log-wide-cows.csv"),
-        ({"profile": "deidentified", "scale": "gad7"}, "clinic_log-long-gad7.csv"),
+        ({}, "clinic_log-all-sites-all-patients-identified-long-all-scales.csv"),
+        ({"layout": "wide", "scale": "cows", "site": "NORTH"},
+         "clinic_log-NORTH-all-patients-identified-wide-cows.csv"),
+        ({"profile": "deidentified", "scale": "gad7"},
+         "clinic_log-all-sites-all-patients-deidentified-long-gad7.csv"),
     ):  # fmt: skip
         response = export(north, **params)
         assert response.status_code == 200
@@ -800,7 +803,9 @@ def _assert_no_export_data(response, world):
     body = response.get_data(as_text=True)
     assert response.mimetype != "text/csv"
     assert "Content-Disposition" not in response.headers
-    for leak in ("assessment_id", "patient_identifier", "S-001", "N-001", "Test N", "# clinic"):
+    # The header's first cells (the form's field is also called patient_identifier).
+    header = '"patient_identifier","site"'
+    for leak in ("assessment_id", header, "S-001", "N-001", "Test N", "# clinic"):
         assert leak not in body, leak
 
 

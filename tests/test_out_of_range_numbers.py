@@ -63,6 +63,9 @@ QUERY_PARAMETERS = (
     ("sup.north", "/audit/", "end", 400),
     ("clin.north", "/patients/", "q", 200),
     ("clin.north", "/patients/{pid}", "page", PAGE_CLAMPED),
+    # A scale filter names an installed scale or nothing: no number is one.
+    ("clin.north", "/patients/{pid}", "scale", 404),
+    ("clin.north", "/patients/{pid}/flowsheet/cows", "page", PAGE_CLAMPED),
     ("clin.north", "/patients/{pid}/tracker", "start", 400),
     ("clin.north", "/patients/{pid}/tracker", "end", 400),
     ("clin.north", "/patients/{pid}/tracker", "x", 200),
@@ -72,6 +75,7 @@ QUERY_PARAMETERS = (
     ("clin.north", "/patients/{pid}/charts/domains.png", "end", 400),
     ("clin.north", "/patients/{pid}/charts/cows.png", "x", 400),
     ("clin.north", "/exports/assessments.csv", "patient", 404),
+    ("clin.north", "/exports/assessments.csv", "patient_identifier", 400),  # no such identifier
     ("clin.north", "/exports/assessments.csv", "site", 404),
     ("clin.north", "/exports/assessments.csv", "start", 400),
     ("clin.north", "/exports/assessments.csv", "end", 400),
@@ -81,6 +85,7 @@ QUERY_PARAMETERS = (
     ("clin.north", "/exports/assessments.csv", "history", 200),
     ("clin.north", "/exports/assessments.csv", "excel", 200),
     ("clin.north", "/exports/", "patient", 200),
+    ("clin.north", "/exports/", "patient_identifier", 200),
     ("clin.north", "/exports/dictionary.csv", "patient", 200),
 )
 

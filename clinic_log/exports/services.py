@@ -12,6 +12,7 @@ import hmac
 import json
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ from .. import audit
 from ..config import instance_secret
 from ..database import begin_write, now_utc
 from ..extensions import db
+from ..identifiers import identifier_key
 from ..models import (
     Assessment,
     AssessmentStatus,
@@ -51,6 +53,8 @@ PROFILES = ("identified", "deidentified")
 BATCH_ROWS = 2000
 IDS_PER_QUERY = 500  # SQLite before 3.32 takes at most 999 parameters
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+ALL_SITES = "all of yours"  # the filter's value when no site is named
+IDENTIFIER_LENGTH = 64  # Patient.identifier_key's column
 NA = "NA"  # how a not-assessed score is written: distinct from "" and from 0 (R reads it as NA)
 
 
@@ -137,6 +141,16 @@ def parse_request(args: Mapping[str, str], user: User) -> ExportRequest:
         patient = db.session.get(Patient, patient_id)
         if patient is None or patient.site_id not in {s.id for s in sites}:
             raise ExportError(404, "patient", "No such patient at your sites.")
+    typed = (args.get("patient_identifier") or "").strip()
+    if typed:
+        found = patient_by_identifier(typed, sites)
+        if patient is not None and found.id != patient.id:
+            raise ExportError(
+                400,
+                "patient_identifier",
+                "This identifier is not the patient chosen by number: leave one of them empty.",
+            )
+        patient = found
 
     scale_key = (args.get("scale") or "").strip()
     scale = None
@@ -157,7 +171,7 @@ def parse_request(args: Mapping[str, str], user: User) -> ExportRequest:
         raise ExportError(400, "end", "The end date is before the start date.")
     tz_name = sites[0].timezone if len({s.timezone for s in sites}) == 1 else "UTC"
     filters = {
-        "site": site_code or "all of yours",
+        "site": site_code or ALL_SITES,
         "patient": patient.identifier if patient else "all",
         "scale": scale.key if scale else "all",
         "start": start.isoformat() if start else "",
@@ -180,6 +194,69 @@ def parse_request(args: Mapping[str, str], user: User) -> ExportRequest:
         excel=_flag(args.get("excel")),
         filters=filters,
     )
+
+
+UNKNOWN_IDENTIFIER = (
+    "No patient with this identifier at your sites. Check it, or leave it empty for all."
+)
+
+
+def patient_by_identifier(typed: str, sites: tuple[Site, ...]) -> Patient:
+    """The patient of ``sites`` whose identifier is ``typed``, compared as identifiers are.
+
+    Only ``sites`` are searched, so an identifier of a site the user cannot reach is answered
+    exactly as one nobody has, and nothing is read from that site. Nor is it a refused access
+    (no audit event): a form's lookup that finds nothing is a typing mistake until it reaches
+    data, and this one never does.
+
+    :raise ExportError: 400 on the identifier when none matches; 400 on the site when the
+        identifier is used at two of ``sites`` (each site numbers its own patients).
+    """
+    key = identifier_key(typed)
+    # Longer than the column, or with a control character (PostgreSQL refuses NUL in text):
+    # no identifier is like that, so none is looked for.
+    if len(key) > IDENTIFIER_LENGTH or any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise ExportError(400, "patient_identifier", UNKNOWN_IDENTIFIER)
+    by_site = {site.id: site for site in sites}
+    found = db.session.scalars(
+        select(Patient)
+        .where(Patient.site_id.in_(by_site), Patient.identifier_key == key)
+        .order_by(Patient.site_id)
+    ).all()
+    if not found:
+        raise ExportError(400, "patient_identifier", UNKNOWN_IDENTIFIER)
+    if len(found) > 1:
+        codes = sorted(by_site[p.site_id].code for p in found)
+        raise ExportError(
+            400,
+            "site",
+            f"Patient identifier {found[0].identifier} is used at "
+            f"{', '.join(codes[:-1])} and {codes[-1]}: choose the site.",
+        )
+    return found[0]
+
+
+def file_name(request: ExportRequest) -> str:
+    """The download's name: sites, patient, profile, layout and scale, never an identifier.
+
+    A patient is named by the number of its page in an identified file, and by its pseudonym
+    in a de-identified one (which must not carry the number that links it back), so files of
+    two profiles or two patients never share a name.
+    """
+    site = "all-sites"
+    if request.filters["site"] != ALL_SITES:
+        # A code is data: nothing in it may break the header's quoting.
+        site = re.sub(r"[^A-Za-z0-9_-]", "_", request.sites[0].code)
+    if request.patient is None:
+        patient = "all-patients"
+    elif request.profile == "deidentified":
+        patient = Pseudonymiser(instance_secret(current_app, "export_key")).pseudonym(
+            request.patient.site.code, request.patient.identifier_key
+        )
+    else:
+        patient = f"patient-{request.patient.id}"
+    scale = request.scale.key if request.scale else "all-scales"
+    return f"clinic_log-{site}-{patient}-{request.profile}-{request.layout}-{scale}.csv"
 
 
 # --- columns -------------------------------------------------------------------------------

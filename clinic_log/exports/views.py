@@ -56,7 +56,7 @@ def assessments():
         if error.status == 404:
             abort(404)
         return Response(error.message + "\n", status=400, mimetype="text/plain")
-    name = f"clinic_log-{export_request.layout}-{export_request.filters['scale']}.csv"
+    name = services.file_name(export_request)
     if request.method == "HEAD":
         # Nothing is read or audited for a request that wants no body.
         return Response(mimetype="text/csv", headers=_download_headers(name))

@@ -59,7 +59,7 @@ def test_export_downloads_a_csv_that_parses_with_provenance(page, live_server):
     with page.expect_download() as info:
         page.get_by_role("button", name="Download CSV").click()
     download = info.value
-    assert download.suggested_filename == "clinic_log-wide-gad7.csv"
+    assert download.suggested_filename == "clinic_log-NORTH-all-patients-identified-wide-gad7.csv"
     with open(download.path(), newline="", encoding="utf-8") as fh:
         text = fh.read()
     assert not text.startswith("\ufeff")  # the Excel option was not ticked
@@ -135,4 +135,6 @@ def test_a_link_on_another_site_starts_no_export_but_the_address_bar_does(page, 
     page.goto(f"{live_server}/")
     with page.expect_download() as info:
         page.evaluate(f"window.location.href = {export_url!r}")
-    assert info.value.suggested_filename == "clinic_log-long-all.csv"
+    assert info.value.suggested_filename == (
+        "clinic_log-all-sites-all-patients-identified-long-all-scales.csv"
+    )
