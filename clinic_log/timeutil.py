@@ -30,8 +30,14 @@ def parse_local_input(raw: str) -> datetime:
     """
     if not _LOCAL_INPUT.match(raw):
         raise LocalTimeError("Enter a date and time as shown (for example 2026-03-04T14:05).")
-    if not 1900 <= int(raw[:4]) <= 2200:
-        raise LocalTimeError("This date is implausibly far in the past or future; check the year.")
+    # A year typed short in a browser's date field arrives zero-padded (2 -> 0002): name it.
+    year = raw[:4]
+    if int(year) < 1900:
+        raise LocalTimeError(
+            f"The year {year} is implausibly far in the past: check the year, with all four digits."
+        )
+    if int(year) > 2200:
+        raise LocalTimeError(f"The year {year} is implausibly far in the future: check the year.")
     for fmt in LOCAL_INPUT_FORMATS:
         try:
             return datetime.strptime(raw, fmt)  # noqa: DTZ007 - naive on purpose: it is wall time

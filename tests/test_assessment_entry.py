@@ -231,10 +231,19 @@ def check_entry_form(page, form, scale, tz):
             *(f"na:{reason}" for reason in NOT_ASSESSED_REASONS),
         ]
         assert checked(page, item.key) == []
-        for anchor in item.anchors:
-            assert f'<span class="score">{anchor.score}</span> {anchor.text}</label>' in group
-        for text in NOT_ASSESSED_REASONS.values():
-            assert f"{text}</label>" in group
+        # What each option's label reads: the score and its anchor (an anchor that only
+        # repeats the number, as on a 0-10 rating, is not read twice), then the reasons.
+        labels = [
+            plain(label)
+            for label in re.findall(r'<label class="choice[^"]*">(.*?)</label>', group, re.DOTALL)
+        ]
+        assert labels == [
+            *(
+                f"{a.score} {a.text}" if a.text != str(a.score) else str(a.score)
+                for a in item.anchors
+            ),
+            *NOT_ASSESSED_REASONS.values(),
+        ]
         if item.prompt:
             assert item.prompt in group
     # Only COWS has a measured value.
@@ -242,7 +251,7 @@ def check_entry_form(page, form, scale, tz):
     assert re.fullmatch(r"[0-9a-f]{32}", form["submission_key"])
     default = datetime.strptime(form["observed_at"], "%Y-%m-%dT%H:%M")
     assert abs(to_local(now_utc(), tz).replace(tzinfo=None) - default) < timedelta(minutes=2)
-    assert f"in {tz} time" in body
+    assert f"Observed at ({tz} time)" in body
     assert textarea(page, "notes") == ""
     assert NO_ADVICE_NOTICE in body
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from wtforms import HiddenField, StringField, TextAreaField
@@ -17,6 +19,7 @@ from ..forms import (
     refuse_control_characters,
 )
 from ..scales import NOT_ASSESSED_REASONS, Item, Scale
+from ..timeutil import EARLIEST_PLAUSIBLE, input_value, to_local
 from .services import VOID_REASONS
 
 NOT_ASSESSED_PREFIX = "na:"
@@ -24,6 +27,10 @@ NOTES_MAX_LENGTH = 2000
 # Plain ASCII digits only: WTForms' IntegerField would take "+3", " 4 ", "٣" and "0_3".
 _DIGITS = re.compile(r"^[0-9]{1,3}$")
 _SUBMISSION_KEY = re.compile(r"^[0-9a-f]{32}$")
+# Anchors this few and this short read best side by side, as one row of buttons (GAD-7's
+# four come to 61 characters; COWS' descriptions to 84 and more).
+ROW_MAX_ANCHORS = 5
+ROW_MAX_ANCHOR_TEXT = 80
 
 
 class ScoreField(SingleRadioField):
@@ -37,6 +44,20 @@ class ScoreField(SingleRadioField):
         ]
         super().__init__(label, choices=choices, validate_choice=False, **kwargs)
         self.item = item
+
+    @property
+    def layout(self) -> str:
+        """How the options are laid out: ``nrs`` (a 0–10 rating, one row of eleven buttons),
+        ``row`` (a few short anchors side by side) or ``stack`` (long descriptions, one per
+        line). Every option is a touch-sized button in all three."""
+        if self.item.allowed_scores == tuple(range(11)):
+            return "nrs"
+        anchors = self.item.anchors
+        if len(anchors) <= ROW_MAX_ANCHORS and sum(len(a.text) for a in anchors) <= (
+            ROW_MAX_ANCHOR_TEXT
+        ):
+            return "row"
+        return "stack"
 
     def pre_validate(self, form):
         if self.data in (None, ""):
@@ -55,6 +76,16 @@ class MeasurementField(StringField):
     def __init__(self, label, measurement, **kwargs):
         super().__init__(label, **kwargs)
         self.measurement = measurement
+
+    @property
+    def script_attributes(self) -> dict[str, str]:
+        """The scale's points rules, for the running total; the server still derives the score."""
+        m = self.measurement
+        return {
+            "data-minimum": str(m.minimum),
+            "data-maximum": str(m.maximum),
+            "data-points-rules": json.dumps([[rule.up_to, rule.score] for rule in m.points]),
+        }
 
     def process_formdata(self, valuelist):
         if len(valuelist) > 1:
@@ -99,6 +130,27 @@ class AssessmentForm(BaseForm):
         """The form's one-time key, or None when it is not one this app issued."""
         key = self.submission_key.data or ""
         return key if _SUBMISSION_KEY.match(key) else None
+
+    def for_site(self, tz: str, now: datetime) -> None:
+        """Name the site's zone in the observed-time label, and bound the field so a browser
+        refuses a year typed short (0002): from the earliest plausible time to the end of
+        tomorrow (a form may stay open past midnight). ``data-server-now`` lets the "Now"
+        control use the server's clock rather than a tablet's drifting one."""
+        self.observed_at.label.text = f"Observed at ({tz} time)"
+        tomorrow = (to_local(now, tz) + timedelta(days=1)).date()
+        self.observed_at.render_kw = {
+            "min": input_value(EARLIEST_PLAUSIBLE, tz),
+            "max": f"{tomorrow.isoformat()}T23:59",
+            "data-timezone": tz,
+            "data-server-now": str(int(now.timestamp() * 1000)),
+        }
+
+    @property
+    def bands_json(self) -> str:
+        """The scale's bands, for the running total's band or floor (Scale.severity's rules)."""
+        return json.dumps(
+            [{"low": b.low, "high": b.high, "label": b.label} for b in self.scale.bands]
+        )
 
     def item_fields(self):
         for item in self.scale.items:

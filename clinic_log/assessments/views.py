@@ -81,6 +81,7 @@ def new(patient_id: int, scale_key: str):
 
 def _new_page(form, scale, patient, episode):
     """The entry form: it names the patient and the episode, so it is a read of them."""
+    form.for_site(patient.site.timezone, now_utc())
     html = render_template(
         "assessments/new.html", form=form, scale=scale, patient=patient, episode=episode
     )
@@ -207,6 +208,7 @@ def amend(assessment_id: int):
 
 def _amend_page(form, scale, assessment):
     """The amend form: the version being corrected, so a read of the entry."""
+    form.for_site(assessment.patient.site.timezone, now_utc())
     html = render_template(
         "assessments/amend.html",
         form=form,
