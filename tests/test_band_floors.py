@@ -226,6 +226,11 @@ def test_patient_page_shows_the_floor(world, floor_entry, login):
     assert_floor(response)
 
 
+def test_flowsheet_shows_the_floor(world, floor_entry, login):
+    response = login("clin.north").get(f"/patients/{world['patient_n'].id}/flowsheet/cows")
+    assert_floor(response)
+
+
 def test_entry_page_shows_the_floor_and_says_why(world, floor_entry, login):
     response = login("clin.north").get(f"/assessments/{floor_entry.id}")
     assert_floor(response)
@@ -377,6 +382,7 @@ def test_a_lower_bound_below_every_band_reads_incomplete_everywhere(world, low_e
     browser = login("sup.north")
     pages = [
         browser.get(f"/patients/{world['patient_n'].id}"),
+        browser.get(f"/patients/{world['patient_n'].id}/flowsheet/cows"),
         browser.get(f"/assessments/{low_entry.id}"),
         browser.get(f"/assessments/{low_entry.id}/history"),
         browser.get("/review/"),
@@ -399,14 +405,15 @@ def test_a_lower_bound_below_every_band_reads_incomplete_everywhere(world, low_e
 
 def test_complete_entries_read_as_before(world, complete_entry, login):
     browser = login("sup.north")
-    for url in (
-        f"/patients/{world['patient_n'].id}",
-        f"/assessments/{complete_entry.id}",
-        "/review/",
-        f"/patients/{world['patient_n'].id}/tracker",
+    for url, shown in (
+        (f"/patients/{world['patient_n'].id}", 2),  # the summary at the top and the timeline
+        (f"/patients/{world['patient_n'].id}/flowsheet/cows", 1),
+        (f"/assessments/{complete_entry.id}", 1),
+        ("/review/", 1),
+        (f"/patients/{world['patient_n'].id}/tracker", 1),
     ):
         response = browser.get(url)
-        assert band_spans(response) == [("band band-severe", "Severe")], url
+        assert band_spans(response) == [("band band-severe", "Severe")] * shown, url
         assert "at least" not in page_text(response)
     tracker = browser.get(f"/patients/{world['patient_n'].id}/tracker").get_data(as_text=True)
     assert "Latest 48 (Severe)." in html.unescape(tracker)

@@ -59,6 +59,7 @@ def last_id(app) -> int:
 PAGES = {
     "patient page": ("view_patient", "/patients/{pid}"),
     "tracker": ("view_patient", "/patients/{pid}/tracker"),
+    "flowsheet": ("view_patient", "/patients/{pid}/flowsheet/cows"),
     "trend chart": ("view_chart", "/patients/{pid}/charts/cows.png"),
     "trend chart svg": ("view_chart", "/patients/{pid}/charts/cows.svg"),
     "heatmap": ("view_chart", "/patients/{pid}/charts/cows/items.png"),

@@ -339,22 +339,31 @@ def _timeline_statements():
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
     )
-    return count, page
+    # Narrowed to one scale: the same columns from ix_assessment_patient_scale_observed.
+    of_scale = entries.c.scale_key == bindparam("scale_key")
+    return count, page, count.where(of_scale), page.where(of_scale)
 
 
-_TIMELINE_COUNT, _TIMELINE_PAGE = _timeline_statements()
+_TIMELINE_COUNT, _TIMELINE_PAGE, _SCALE_COUNT, _SCALE_PAGE = _timeline_statements()
 
 
-def timeline(patient: Patient, page: int, per_page: int = 25) -> TimelinePage:
-    """The patient's assessments, newest observation first, a page at a time. A page past
-    the end is empty (its pager still says how many pages there are)."""
+def timeline(
+    patient: Patient, page: int, per_page: int = 25, scale_key: str | None = None
+) -> TimelinePage:
+    """The patient's assessments (of one scale, when ``scale_key`` is given), newest
+    observation first, a page at a time. A page past the end is empty (its pager still says
+    how many pages there are)."""
     connection = db.session.connection()
-    total = connection.execute(_TIMELINE_COUNT, {"patient_id": patient.id}).scalar_one()
+    keys: dict = {"patient_id": patient.id}
+    count_statement, page_statement = _TIMELINE_COUNT, _TIMELINE_PAGE
+    if scale_key:
+        keys["scale_key"] = scale_key
+        count_statement, page_statement = _SCALE_COUNT, _SCALE_PAGE
+    total = connection.execute(count_statement, keys).scalar_one()
     items = []
     if total > (page - 1) * per_page:
         rows = connection.execute(
-            _TIMELINE_PAGE,
-            {"patient_id": patient.id, "limit": per_page, "offset": (page - 1) * per_page},
+            page_statement, keys | {"limit": per_page, "offset": (page - 1) * per_page}
         )
         items = [TimelineEntry(*row) for row in rows]
     return TimelinePage(items=items, page=page, per_page=per_page, total=total)

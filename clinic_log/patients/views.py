@@ -1,4 +1,4 @@
-from flask import flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
@@ -11,7 +11,7 @@ from ..models import Site
 from ..params import query_page
 from ..scale_registry import scales
 from ..timeutil import to_local
-from . import bp, services
+from . import bp, glance, services
 from .forms import EndEpisodeForm, EpisodeForm, PatientForm, SearchForm
 
 
@@ -82,21 +82,63 @@ def new():
     return render_template("patients/new.html", form=form), status
 
 
-@bp.route("/<id:patient_id>")
-@clinical_required
-def show(patient_id: int):
-    """The patient's episodes and timeline of assessments, newest first."""
-    patient = load_patient(patient_id)
-    page_number = query_page(maximum=services.MAX_PAGE)
-    page = services.timeline(patient, page_number)
+def _scale_filter() -> str | None:
+    """The scale the timeline is narrowed to (``?scale=cows``), or None for every scale.
+
+    :raise 404: a scale this installation does not have; a filter that cannot match must not
+        silently fall back to "no filter".
+    """
+    key = request.args.get("scale", "")
+    if not key:
+        return None
+    if key not in scales():
+        abort(404)
+    return key
+
+
+def _patient_page(patient, page_number: int, scale_key: str | None, end_form) -> str:
+    """The patient page: where each scale stands, the episodes, and a page of the timeline;
+    its read line written."""
+    installed = scales()
     html = render_template(
         "patients/show.html",
         patient=patient,
-        page=page,
-        scales=scales(),
-        end_form=EndEpisodeForm(ended_at=_now_local_naive(patient.site.timezone)),
+        summary=glance.scale_summaries(patient, installed, now_utc()),
+        summary_points=glance.SUMMARY_POINTS,
+        page=services.timeline(patient, page_number, scale_key=scale_key),
+        scale_key=scale_key,
+        scales=installed,
+        end_form=end_form,
     )
-    record_view("view_patient", current_user, patient, "patient page", page=page_number)
+    filtered = {"scale": scale_key} if scale_key else {}
+    record_view("view_patient", current_user, patient, "patient page", page=page_number, **filtered)
+    return html
+
+
+@bp.route("/<id:patient_id>")
+@clinical_required
+def show(patient_id: int):
+    """The patient at a glance, their episodes and timeline of assessments, newest first."""
+    patient = load_patient(patient_id)
+    end_form = EndEpisodeForm(ended_at=_now_local_naive(patient.site.timezone))
+    return _patient_page(patient, query_page(maximum=services.MAX_PAGE), _scale_filter(), end_form)
+
+
+@bp.route("/<id:patient_id>/flowsheet/<scale_key>")
+@clinical_required
+def flowsheet(patient_id: int, scale_key: str):
+    """One scale's active entries as a flowsheet: items down the side, entries across in
+    time, newest last."""
+    patient = load_patient(patient_id)
+    scale = scales().get(scale_key)
+    if scale is None:
+        abort(404)
+    page_number = query_page(maximum=services.MAX_PAGE)
+    sheet = glance.flowsheet(patient, scale, page_number)
+    html = render_template("patients/flowsheet.html", patient=patient, sheet=sheet)
+    record_view(
+        "view_patient", current_user, patient, "flowsheet", scale=scale.key, page=page_number
+    )
     return html
 
 
@@ -152,9 +194,4 @@ def end_episode(patient_id: int, episode_id: int):
             else:
                 flash("Episode ended.", "success")
                 return redirect(url_for("patients.show", patient_id=patient.id))
-    page = services.timeline(patient, 1)
-    html = render_template(
-        "patients/show.html", patient=patient, page=page, scales=scales(), end_form=form
-    )
-    record_view("view_patient", current_user, patient, "patient page", page=1)
-    return html, 422
+    return _patient_page(patient, 1, None, form), 422
