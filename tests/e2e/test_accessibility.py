@@ -140,12 +140,27 @@ ZOOM_PAGES = {
         "/assessments/1",
         "/exports/",
     ],
-    "sup.north": ["/dashboard/", "/review/", "/audit/", "/assessments/1"],
+    # Every page of a supervisor's day, the queue's own-entries tab and a patient's included.
+    "sup.north": [
+        "/dashboard/",
+        "/review/",
+        "/review/?show=own",
+        "/review/?order=newest",
+        "/audit/",
+        "/assessments/1",
+        "/assessments/1/history",
+        "/patients/",
+        "/patients/1",
+        "/patients/1/tracker",
+        "/exports/",
+    ],
 }
 
 
 @pytest.mark.parametrize("username", list(ZOOM_PAGES))
-@pytest.mark.parametrize("width", [768, 640], ids=["tablet", "200-percent-zoom"])
+@pytest.mark.parametrize(
+    "width", [820, 768, 640], ids=["tablet-820", "tablet-768", "200-percent-zoom"]
+)
 def test_pages_fit_a_tablet_and_200_percent_zoom(browser_engine, live_server, width, username):
     # 200% zoom of a 1280-pixel window lays out like a 640-pixel one.
     context = browser_engine.new_context(viewport={"width": width, "height": 1000})
