@@ -275,6 +275,10 @@ class Episode(db.Model):
     __table_args__ = (
         CheckConstraint(_in_check("substance_context", SubstanceContext), name="substance_known"),
         CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ends_after_start"),
+        CheckConstraint(
+            "assess_every_hours IS NULL OR assess_every_hours BETWEEN 1 AND 72",
+            name="assess_every_in_range",
+        ),
         # At most one open episode per patient, held by the database: two "new episode"
         # posts at the same moment both pass the service's check on PostgreSQL.
         Index(
@@ -295,6 +299,9 @@ class Episode(db.Model):
     created_by_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     ended_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    # How often the patient is to be assessed on a withdrawal scale while this episode is
+    # open (a monitoring schedule); None follows the site's OVERDUE_AFTER_HOURS (due.py).
+    assess_every_hours: Mapped[int | None] = mapped_column(Integer)
 
     patient: Mapped[Patient] = relationship(back_populates="episodes")
     created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
@@ -493,6 +500,11 @@ class DashboardEpisode(db.Model):
     severity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_assessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     since_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When the next assessment is due (due.py): the latest withdrawal entry of the episode
+    # (or its start), ``due_from``, plus its monitoring interval. Stored so that the patient
+    # list sorts and filters by it from an index; an interval change or a rebuild moves it.
+    due_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     episode: Mapped[Episode] = relationship()
     scales: Mapped[list[DashboardScale]] = relationship(
@@ -537,6 +549,16 @@ Index(
     DashboardEpisode.severity.desc(),
     DashboardEpisode.severity_at,
     DashboardEpisode.since_at,
+    DashboardEpisode.episode_id,
+)
+
+
+# The patient list's "soonest due first" and "due now or overdue": a range of one site's
+# open episodes in due order, never every patient's due time.
+Index(
+    "ix_dashboard_episode_due",
+    DashboardEpisode.site_id,
+    DashboardEpisode.due_at,
     DashboardEpisode.episode_id,
 )
 

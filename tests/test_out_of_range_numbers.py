@@ -62,6 +62,11 @@ QUERY_PARAMETERS = (
     ("sup.north", "/audit/", "start", 400),
     ("sup.north", "/audit/", "end", 400),
     ("clin.north", "/patients/", "q", 200),
+    # The patient list: a page past the end is an empty page that says so; a view it does
+    # not know is the plain list.
+    ("clin.north", "/patients/", "page", PAGE_CLAMPED),
+    ("clin.north", "/patients/", "show", 200),
+    ("clin.north", "/patients/", "sort", 200),
     ("clin.north", "/patients/{pid}", "page", PAGE_CLAMPED),
     # A scale filter names an installed scale or nothing: no number is one.
     ("clin.north", "/patients/{pid}", "scale", 404),

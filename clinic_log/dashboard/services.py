@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from markupsafe import Markup, escape
 from sqlalchemy import Float, Text, bindparam, case, cast, func, select
 
+from .. import due
 from ..database import UTCDateTime
 from ..extensions import db
 from ..models import (
@@ -92,7 +93,13 @@ class DashboardRow:
     waiting: int = 0  # the patient's entries waiting for sign-off, all episodes
     last_assessed_at: datetime | None = None
     hours_since: float = 0.0
-    overdue: bool = False
+    # When the next assessment is due, and whether it is overdue: the same stored due time
+    # and rule as the patient list (due.py).
+    due: due.DueStatus | None = None
+
+    @property
+    def overdue(self) -> bool:
+        return self.due is not None and self.due.overdue
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,6 @@ class DashboardPage(PageNumbers):
 def dashboard_page(
     user: User,
     scales: dict[str, Scale],
-    overdue_after: timedelta,
     now: datetime,
     page: int = 1,
     site_code: str | None = None,
@@ -134,7 +140,8 @@ def dashboard_page(
     """One page of the patients with an open episode at the user's sites (or at one of them,
     ``site_code``), sorted for a supervisor's eye: the highest band (or floor) of a withdrawal
     measure observed within ``recent_within`` of ``now`` first, then the longest time since any
-    assessment (then the older episode, so pages never overlap).
+    assessment (then the older episode, so pages never overlap). Each row says when the
+    patient is next due and whether that is past (``due.py``, as on the patient list).
 
     A page number past the end shows the last page; a site the user may not see is ignored.
     """
@@ -152,9 +159,7 @@ def dashboard_page(
     if result.total:
         site_ids = [s.id for s in chosen or sites]
         offset = (result.page - 1) * per_page
-        result.rows = _page_rows(
-            site_ids, offset, per_page, scales, overdue_after, now, now - recent_within
-        )
+        result.rows = _page_rows(site_ids, offset, per_page, scales, now, now - recent_within)
     return result
 
 
@@ -225,6 +230,7 @@ def _dashboard_statements():
             current.label("severity"),
             summary.c.last_assessed_at,
             summary.c.since_at,
+            summary.c.due_at,
             episodes.c.started_at,
             episodes.c.substance_context,
             patients.c.id.label("patient_id"),
@@ -270,7 +276,6 @@ def _page_rows(
     offset: int,
     limit: int,
     scales: dict[str, Scale],
-    overdue_after: timedelta,
     now: datetime,
     cutoff: datetime,
 ) -> list[DashboardRow]:
@@ -307,7 +312,7 @@ def _page_rows(
                 ),
                 last_assessed_at=s.last_assessed_at,
                 hours_since=max(waited.total_seconds() / 3600, 0.0),
-                overdue=waited > overdue_after,
+                due=due.due_status(s.due_at, now),
             )
         )
     return rows

@@ -8,7 +8,8 @@ change them call, in the same transaction and after their rows are flushed:
 - ``episode_opened(episode)``: the episode joins the dashboard, not assessed yet;
 - ``episode_ended(episode)``: it leaves it;
 - ``entries_changed(episode_id, scale_key)``: an entry of that scale was recorded, amended or
-  voided.
+  voided;
+- ``schedule_changed(episode)``: its monitoring interval changed (the due time moves).
 
 Nothing is added to or subtracted from what is stored: every change recomputes the scale's
 row from the assessments themselves (the last ``SPARK_POINTS`` active entries, read from
@@ -22,6 +23,11 @@ written. So the episode's row keeps what does not age, the highest band (or floo
 withdrawal measures and when the latest entry at that level was observed, and each scale row
 its own ``withdrawal_rank``; the page compares those times with the recency window when it
 is asked for (``services.py``).
+
+The episode's row also keeps when the patient is next due (``due.py``): from the latest
+withdrawal entry of the episode (or its start), ``due_from``, plus the episode's monitoring
+interval, or the site's ``OVERDUE_AFTER_HOURS`` as it was when the row was written. After a
+change to that setting, ``flask dashboard rebuild`` moves every open episode's due time.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import click
+from flask import current_app
 from sqlalchemy import delete, func, insert, select
 
+from .. import due
 from ..database import begin_write
 from ..extensions import db
 from ..models import (
@@ -76,9 +84,19 @@ def withdrawal_rank(scale: Scale | None, total: int, complete: bool) -> float:
     return ladder_rank(scale, scale.severity(total, complete).ranked_band)
 
 
+def default_interval_hours() -> float:
+    """The site's monitoring interval for an episode that sets none (OVERDUE_AFTER_HOURS)."""
+    return current_app.config["OVERDUE_AFTER_HOURS"]
+
+
+def _due_at(due_from: datetime, assess_every_hours: int | None) -> datetime:
+    hours = due.interval_hours(assess_every_hours, default_interval_hours())
+    return due.due_time(due_from, hours)
+
+
 def episode_opened(episode: Episode) -> None:
     """Put a newly opened (and flushed) episode on the dashboard: no entries yet, waiting
-    since its start."""
+    since its start, and due one interval after it (a new episode restarts the clock)."""
     db.session.add(
         DashboardEpisode(
             episode_id=episode.id,
@@ -87,8 +105,17 @@ def episode_opened(episode: Episode) -> None:
             severity_at=None,
             last_assessed_at=None,
             since_at=episode.started_at,
+            due_from=episode.started_at,
+            due_at=_due_at(episode.started_at, episode.assess_every_hours),
         )
     )
+
+
+def schedule_changed(episode: Episode) -> None:
+    """Move an open episode's due time after its monitoring interval changed (flushed)."""
+    summary = db.session.get(DashboardEpisode, episode.id, with_for_update=True)
+    if summary is not None:
+        summary.due_at = _due_at(summary.due_from, episode.assess_every_hours)
 
 
 def episode_ended(episode: Episode) -> None:
@@ -125,7 +152,8 @@ def entries_changed(episode_id: int, scale_key: str) -> None:
             row = DashboardScale(scale_key=scale_key)
             summary.scales.append(row)
         _fill_scale_row(row, latest_first, scales().get(scale_key))
-    _fill_sort_keys(summary, summary.episode.started_at, scales())
+    episode = summary.episode
+    _fill_sort_keys(summary, episode.started_at, episode.assess_every_hours, scales())
 
 
 def _recent_entries(episode_id: int, scale_key: str):
@@ -161,7 +189,10 @@ def _fill_scale_row(row: DashboardScale, latest_first: list, scale: Scale | None
 
 
 def _fill_sort_keys(
-    summary: DashboardEpisode, started_at: datetime, installed: dict[str, Scale]
+    summary: DashboardEpisode,
+    started_at: datetime,
+    assess_every_hours: int | None,
+    installed: dict[str, Scale],
 ) -> None:
     """Severity and waiting time over the scales this installation has (an entry on a scale
     no longer installed is not shown, so it does not count either).
@@ -175,6 +206,10 @@ def _fill_sort_keys(
     summary.severity_at = max((at for rank, at in ranked if rank == summary.severity), default=None)
     summary.last_assessed_at = max((r.observed_at for r in shown), default=None)
     summary.since_at = summary.last_assessed_at or started_at
+    # Due counts from withdrawal scales only: an anxiety rating is not the assessment due.
+    withdrawal = [r.observed_at for r in shown if installed[r.scale_key].withdrawal_measure]
+    summary.due_from = max(withdrawal, default=started_at)
+    summary.due_at = _due_at(summary.due_from, assess_every_hours)
 
 
 def rebuild(episode_ids: Iterable[int] | None = None) -> int:
@@ -187,7 +222,7 @@ def rebuild(episode_ids: Iterable[int] | None = None) -> int:
     wanted = None if episode_ids is None else sorted(set(episode_ids))
     cleared = delete(DashboardEpisode)
     open_episodes = (
-        select(Episode.id, Episode.started_at, Patient.site_id)
+        select(Episode.id, Episode.started_at, Episode.assess_every_hours, Patient.site_id)
         .join(Patient, Patient.id == Episode.patient_id)
         .where(Episode.ended_at.is_(None))
     )
@@ -202,13 +237,13 @@ def rebuild(episode_ids: Iterable[int] | None = None) -> int:
     by_episode = _recent_entries_of_open_episodes(wanted)
     installed = scales()
     summaries, scale_rows = [], []
-    for episode_id, started_at, site_id in episodes:
+    for episode_id, started_at, assess_every_hours, site_id in episodes:
         summary = DashboardEpisode(episode_id=episode_id, site_id=site_id)
         for scale_key, latest_first in sorted(by_episode.get(episode_id, {}).items()):
             row = DashboardScale(episode_id=episode_id, scale_key=scale_key)
             _fill_scale_row(row, latest_first, installed.get(scale_key))
             summary.scales.append(row)
-        _fill_sort_keys(summary, started_at, installed)
+        _fill_sort_keys(summary, started_at, assess_every_hours, installed)
         summaries.append(_columns(summary, DashboardEpisode))
         scale_rows += [_columns(row, DashboardScale) for row in summary.scales]
     db.session.execute(insert(DashboardEpisode), summaries)

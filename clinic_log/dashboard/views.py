@@ -24,7 +24,6 @@ def index():
     page = services.dashboard_page(
         current_user,
         installed,
-        timedelta(hours=overdue_hours),
         now_utc(),
         page=query_page(),
         site_code=request.args.get("site") or None,

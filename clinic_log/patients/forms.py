@@ -1,7 +1,17 @@
-from wtforms import HiddenField, RadioField, SelectField, StringField, TextAreaField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, Optional
+import re
 
+from wtforms import HiddenField, IntegerField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    StopValidation,
+)
+
+from ..due import INTERVAL_MAX_HOURS, INTERVAL_MESSAGE, INTERVAL_MIN_HOURS
 from ..forms import (
     BaseForm,
     LocalDateTimeField,
@@ -14,6 +24,31 @@ from ..forms import (
 from ..models import SUBSTANCE_LABELS
 
 SUBSTANCE_CHOICES = [SelectChoice(str(key), label) for key, label in SUBSTANCE_LABELS.items()]
+
+
+class HoursField(IntegerField):
+    """Whole hours as typed: ASCII digits only ("٣" or "４" would be read as a number no one
+    meant to type), empty for None; anything else keeps what was typed and says why."""
+
+    def process_formdata(self, valuelist):
+        if not valuelist:
+            return
+        raw = valuelist[0].strip() if isinstance(valuelist[0], str) else ""
+        self.data = None
+        if raw and not re.fullmatch(r"[0-9]{1,4}", raw):
+            raise ValueError(INTERVAL_MESSAGE)
+        if raw:
+            self.data = int(raw)
+
+
+def _interval_field():
+    return HoursField(
+        "Assess every (hours)",
+        validators=[
+            Optional(),
+            NumberRange(INTERVAL_MIN_HOURS, INTERVAL_MAX_HOURS, message=INTERVAL_MESSAGE),
+        ],
+    )
 
 
 class EpisodeFieldsMixin:
@@ -33,6 +68,7 @@ class EpisodeFieldsMixin:
         filters=[normalise_newlines],
         validators=[Optional(), Length(max=2000), refuse_control_characters],
     )
+    assess_every_hours = _interval_field()
 
 
 class PatientForm(EpisodeFieldsMixin, BaseForm):
@@ -73,8 +109,29 @@ class EndEpisodeForm(BaseForm):
     ended_at_fold = HiddenField()
 
 
+class MonitoringForm(BaseForm):
+    """How often the patient is to be assessed while the open episode lasts."""
+
+    assess_every_hours = _interval_field()
+
+
+def _search_text(_form, field) -> None:
+    """An empty search is no search; one of blanks alone is a search for nothing, said so."""
+    raw = field.raw_data[0] if field.raw_data else ""
+    if not isinstance(raw, str) or not raw:
+        raise StopValidation()
+    if not raw.strip():
+        raise StopValidation(
+            "Spaces alone match nothing: type part of an identifier or a label. "
+            "Every patient is listed."
+        )
+
+
 class SearchForm(BaseForm):
     class Meta:
         csrf = False
 
-    q = StringField("Search by identifier", validators=[Optional(), Length(max=64)])
+    q = StringField(
+        "Search by identifier or label",
+        validators=[_search_text, Length(max=64), refuse_control_characters],
+    )

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit
+from .. import audit, due
 from ..dashboard import summary as dashboard_summary
 from ..database import begin_write, now_utc
 from ..extensions import db
@@ -27,54 +27,8 @@ class PatientRuleError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class PatientRow:
-    patient: Patient
-    open_episode_started_at: datetime | None
-    last_observed_at: datetime | None
-    assessment_count: int
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-PATIENT_LIST_LIMIT = 200
 # Beyond any real timeline; keeps the page offset far from integer overflow.
 MAX_PAGE = 100_000
-
-
-def list_patients(user: User, query: str = "", limit: int = PATIENT_LIST_LIMIT) -> list[PatientRow]:
-    """Patients of the user's sites whose identifier contains ``query``, in one query.
-
-    The search matches identifiers literally: ``%`` and ``_`` are characters, not wildcards.
-    """
-    open_started = (
-        select(func.max(Episode.started_at))
-        .where(Episode.patient_id == Patient.id, Episode.ended_at.is_(None))
-        .scalar_subquery()
-    )
-    last_observed = (
-        select(func.max(Assessment.observed_at))
-        .where(Assessment.patient_id == Patient.id, Assessment.status == "active")
-        .scalar_subquery()
-    )
-    count = (
-        select(func.count(Assessment.id))
-        .where(Assessment.patient_id == Patient.id, Assessment.status == "active")
-        .scalar_subquery()
-    )
-    stmt = (
-        select(Patient, open_started, last_observed, count)
-        .join(Patient.site)
-        .where(Patient.site_id.in_(user.site_ids))
-        .order_by(Site.code, Patient.identifier)
-        .limit(limit)
-    )
-    if query:
-        pattern = f"%{_like_escape(identifier_key(query))}%"
-        stmt = stmt.where(Patient.identifier_key.like(pattern, escape="\\"))
-    return [PatientRow(*row) for row in db.session.execute(stmt).all()]
 
 
 def create_patient(
@@ -85,11 +39,12 @@ def create_patient(
     started_at: datetime,
     substance_context: str,
     episode_note: str,
+    assess_every_hours: int | None = None,
 ) -> Patient:
     """Create a patient and open its first episode, in one transaction.
 
-    :raise PatientRuleError: the identifier is taken at this site, or the start time is
-        implausible.
+    :raise PatientRuleError: the identifier is taken at this site, the start time is
+        implausible, or the monitoring interval is out of range.
     """
     begin_write(db.session)
     if site.id not in user.site_ids:
@@ -106,6 +61,7 @@ def create_patient(
             "choose an identifier that cannot be mistaken for theirs.",
         )
     _check_start(started_at)
+    _check_interval(assess_every_hours)
     patient = Patient(
         site=site,
         identifier=identifier,
@@ -129,7 +85,7 @@ def create_patient(
         patient_id=patient.id,
         details={"identifier": identifier, "display_label": patient.display_label},
     )
-    _add_episode(user, patient, started_at, substance_context, episode_note)
+    _add_episode(user, patient, started_at, substance_context, episode_note, assess_every_hours)
     db.session.commit()
     return patient
 
@@ -169,8 +125,18 @@ def _check_start(started_at: datetime) -> None:
         raise PatientRuleError("started_at", problem)
 
 
+def _check_interval(hours: int | None) -> None:
+    if hours is not None and not due.INTERVAL_MIN_HOURS <= hours <= due.INTERVAL_MAX_HOURS:
+        raise PatientRuleError("assess_every_hours", due.INTERVAL_MESSAGE)
+
+
 def _add_episode(
-    user: User, patient: Patient, started_at: datetime, substance_context: str, note: str
+    user: User,
+    patient: Patient,
+    started_at: datetime,
+    substance_context: str,
+    note: str,
+    assess_every_hours: int | None = None,
 ) -> Episode:
     if substance_context not in set(SubstanceContext):
         raise PatientRuleError("substance_context", "Choose the substance context.")
@@ -180,6 +146,7 @@ def _add_episode(
         substance_context=substance_context,
         note=note or "",
         created_by=user,
+        assess_every_hours=assess_every_hours,
     )
     db.session.add(episode)
     db.session.flush()
@@ -191,23 +158,34 @@ def _add_episode(
         entity_id=episode.id,
         site_id=patient.site_id,
         patient_id=patient.id,
-        details={"started_at": started_at.isoformat(), "substance_context": substance_context},
+        details={
+            "started_at": started_at.isoformat(),
+            "substance_context": substance_context,
+            "assess_every_hours": assess_every_hours,
+        },
     )
     return episode
 
 
 def open_episode(
-    user: User, patient: Patient, started_at: datetime, substance_context: str, note: str
+    user: User,
+    patient: Patient,
+    started_at: datetime,
+    substance_context: str,
+    note: str,
+    assess_every_hours: int | None = None,
 ) -> Episode:
-    """Open a new episode for a patient who has none open.
+    """Open a new episode for a patient who has none open; its monitoring interval is
+    ``assess_every_hours`` (None: the site default), due one interval after its start.
 
-    :raise PatientRuleError: an episode is still open, the start is implausible, or it is
-        before the end of the previous episode.
+    :raise PatientRuleError: an episode is still open, the start is implausible, it is
+        before the end of the previous episode, or the interval is out of range.
     """
     begin_write(db.session)
     if patient.open_episode is not None:
         raise _episode_still_open()
     _check_start(started_at)
+    _check_interval(assess_every_hours)
     latest_end = db.session.scalar(
         select(func.max(Episode.ended_at)).where(Episode.patient_id == patient.id)
     )
@@ -216,7 +194,9 @@ def open_episode(
             "started_at", "A new episode cannot start before the previous one ended."
         )
     try:
-        episode = _add_episode(user, patient, started_at, substance_context, note)
+        episode = _add_episode(
+            user, patient, started_at, substance_context, note, assess_every_hours
+        )
     except IntegrityError as exc:
         # Another episode was opened between our check and this insert (a second post at
         # the same moment); the database's one-open-episode index refused this one.
@@ -275,6 +255,40 @@ def end_episode(user: User, episode: Episode, ended_at: datetime) -> Episode:
         site_id=episode.patient.site_id,
         patient_id=episode.patient_id,
         details={"ended_at": ended_at.isoformat()},
+    )
+    db.session.commit()
+    return episode
+
+
+def set_monitoring_interval(user: User, episode: Episode, hours: int | None) -> Episode:
+    """Change how often the patient is to be assessed while this episode is open (None: the
+    site default); the due time moves at once, and the audit event says before and after.
+
+    :raise PatientRuleError: the episode has ended, or the interval is out of range.
+    """
+    begin_write(db.session)
+    db.session.refresh(episode, with_for_update=True)
+    if episode.ended_at is not None:
+        raise PatientRuleError(
+            "assess_every_hours", "This episode has ended: it has no schedule to change."
+        )
+    _check_interval(hours)
+    before = episode.assess_every_hours
+    episode.assess_every_hours = hours
+    db.session.flush()
+    dashboard_summary.schedule_changed(episode)
+    audit.record(
+        "episode_monitoring_change",
+        user=user,
+        entity="episode",
+        entity_id=episode.id,
+        site_id=episode.patient.site_id,
+        patient_id=episode.patient_id,
+        details={
+            "before": before,
+            "after": hours,
+            "site_default_hours": dashboard_summary.default_interval_hours(),
+        },
     )
     db.session.commit()
     return episode

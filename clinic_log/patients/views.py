@@ -11,8 +11,8 @@ from ..models import Site
 from ..params import query_page
 from ..scale_registry import scales
 from ..timeutil import to_local
-from . import bp, glance, services
-from .forms import EndEpisodeForm, EpisodeForm, PatientForm, SearchForm
+from . import bp, glance, services, worklist
+from .forms import EndEpisodeForm, EpisodeForm, MonitoringForm, PatientForm, SearchForm
 
 
 def _now_local_naive(tz_name: str):
@@ -26,18 +26,21 @@ def _apply_rule_error(form, error: services.PatientRuleError) -> None:
 @bp.route("/")
 @clinical_required
 def index():
-    """List the patients of my sites, optionally searched by identifier."""
+    """The patients of my sites, 50 a page (``?page=``), by identifier or soonest due first
+    (``?sort=due``), optionally only those due now or overdue (``?show=due``), searched by
+    identifier or label (``?q=``)."""
     form = SearchForm(request.args)
     query = form.q.data if form.validate() and form.q.data else ""
-    rows = services.list_patients(current_user, query)
-    html = render_template(
-        "patients/index.html",
-        form=form,
-        rows=rows,
+    page = worklist.patient_list(
+        current_user,
+        now_utc(),
         query=query,
-        truncated=len(rows) >= services.PATIENT_LIST_LIMIT,
+        page=query_page(maximum=services.MAX_PAGE),
+        due_only=request.args.get("show") == "due",
+        sort=request.args.get("sort", ""),
     )
-    shown = [(row.patient.id, row.patient.site_id) for row in rows]
+    html = render_template("patients/index.html", form=form, page=page, query=query)
+    shown = [(row.patient_id, row.site_id) for row in page.rows]
     record_emergency_listing(current_user, "patient list", shown)
     return html
 
@@ -72,6 +75,7 @@ def new():
                     started_at,
                     form.substance_context.data,
                     form.episode_note.data,
+                    form.assess_every_hours.data,
                 )
             except services.PatientRuleError as error:
                 _apply_rule_error(form, error)
@@ -96,10 +100,17 @@ def _scale_filter() -> str | None:
     return key
 
 
-def _patient_page(patient, page_number: int, scale_key: str | None, end_form) -> str:
+def _patient_page(
+    patient, page_number: int, scale_key: str | None, end_form, monitoring_form=None
+) -> str:
     """The patient page: where each scale stands, the episodes, and a page of the timeline;
     its read line written."""
     installed = scales()
+    if monitoring_form is None:
+        episode = patient.open_episode
+        monitoring_form = MonitoringForm(
+            assess_every_hours=episode.assess_every_hours if episode else None
+        )
     html = render_template(
         "patients/show.html",
         patient=patient,
@@ -109,6 +120,7 @@ def _patient_page(patient, page_number: int, scale_key: str | None, end_form) ->
         scale_key=scale_key,
         scales=installed,
         end_form=end_form,
+        monitoring_form=monitoring_form,
     )
     filtered = {"scale": scale_key} if scale_key else {}
     record_view("view_patient", current_user, patient, "patient page", page=page_number, **filtered)
@@ -164,6 +176,7 @@ def new_episode(patient_id: int):
                     started_at,
                     form.substance_context.data,
                     form.episode_note.data,
+                    form.assess_every_hours.data,
                 )
             except services.PatientRuleError as error:
                 _apply_rule_error(form, error)
@@ -195,3 +208,23 @@ def end_episode(patient_id: int, episode_id: int):
                 flash("Episode ended.", "success")
                 return redirect(url_for("patients.show", patient_id=patient.id))
     return _patient_page(patient, 1, None, form), 422
+
+
+@bp.route("/<id:patient_id>/episodes/<id:episode_id>/monitoring", methods=["POST"])
+@redisplay_on_csrf_error
+@clinical_required
+def set_monitoring(patient_id: int, episode_id: int):
+    """Change how often the patient is to be assessed while the episode is open."""
+    patient = load_patient(patient_id)
+    episode = load_episode(patient, episode_id)
+    form = MonitoringForm()
+    if form.validate_on_submit():
+        try:
+            services.set_monitoring_interval(current_user, episode, form.assess_every_hours.data)
+        except services.PatientRuleError as error:
+            _apply_rule_error(form, error)
+        else:
+            flash("Monitoring interval saved.", "success")
+            return redirect(url_for("patients.show", patient_id=patient.id))
+    end_form = EndEpisodeForm(ended_at=_now_local_naive(patient.site.timezone))
+    return _patient_page(patient, 1, None, end_form, form), 422
