@@ -8,11 +8,11 @@ import struct
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.collections import PolyCollection, QuadMesh
+from matplotlib.collections import PolyCollection
 
 from clinic_log.charts.render import (
     COMPLETE_LABEL,
@@ -147,10 +147,11 @@ def test_same_series_gives_identical_bytes(render, make):
 
 
 def test_figure_sizes():
-    assert png_size(render_trend(trend())) == (900, 400)
-    assert png_size(render_domains(domains())) == (900, 600)
+    # The tracker's <img> tags give these sizes (templates/charts/tracker.html).
+    assert png_size(render_trend(trend())) == (800, 400)
+    assert png_size(render_domains(domains())) == (800, 600)
     width, height = png_size(render_heatmap(heatmap()))
-    assert width == 900
+    assert width == 800
     taller = replace(heatmap(), item_labels=("a",) * 12, item_max=(4,) * 12)
     taller = replace(taller, scores=((1,) * len(taller.times),) * 12)
     assert png_size(render_heatmap(taller))[1] > height
@@ -344,14 +345,24 @@ def test_two_hundred_points_draw_as_two_artists():
 # --- heatmap --------------------------------------------------------------------------------
 
 
+def _cell_values(ax) -> dict[tuple[int, float], float]:
+    """(row, x of the cell's centre) -> shade value, for every scored cell."""
+    cells = _scored_cells(ax)
+    return {
+        (int(min(p.vertices[:, 1])), float(np.mean(p.vertices[:4, 0]))): value
+        for p, value in zip(cells.get_paths(), cells.get_array(), strict=True)
+    }
+
+
 def test_heatmap_shades_by_share_of_item_maximum_and_hatches_missing_cells():
-    fig = build_heatmap_figure(heatmap())
+    series = heatmap()
+    fig = build_heatmap_figure(series)
     ax = fig.axes[0]
-    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
-    data = mesh.get_array()
-    assert data.shape == (3, 5)
-    assert data[1, 2] == pytest.approx(((1 + 2) % 5) / 4)
-    assert data.mask[0, 1] and data.mask[2, 3]
+    values = _cell_values(ax)
+    assert len(values) == 3 * 5 - 2
+    column_2 = _x(series.times[2])  # cells are centred on their entry, 6 h from each neighbour
+    (value,) = [v for (row, x), v in values.items() if row == 1 and x == pytest.approx(column_2)]
+    assert value == pytest.approx(((1 + 2) % 5) / 4)
     (missing,) = [c for c in ax.collections if isinstance(c, PolyCollection) and c.get_hatch()]
     assert len(missing.get_paths()) == 2
     assert "/" in missing.get_hatch()
@@ -365,25 +376,34 @@ def test_heatmap_shades_by_share_of_item_maximum_and_hatches_missing_cells():
     assert "not assessed" in svg_texts(render_heatmap(heatmap(), fmt="svg"))
 
 
-def test_heatmap_keeps_the_latest_sixty_columns_and_says_so():
+def test_heatmap_draws_every_entry_on_the_time_axis_and_gaps_as_gaps():
+    """No cap on columns (the trend above shows every entry too); a cell reaches at most 6 h
+    either side of its entry, so a day without entries is a blank stretch, not a wide cell."""
     series = heatmap(columns=75, missing={(1, 70), (1, 5)})
+    series = replace(series, times=(*series.times[:-1], series.times[-2] + timedelta(days=2)))
     ax = build_heatmap_figure(series).axes[0]
-    assert "latest 60 of 75" in ax.get_title(loc="left")
-    (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
-    assert mesh.get_array().shape == (3, 60)
+    assert ax.get_title(loc="left") == series.title
+    assert len(_cell_values(ax)) == 3 * 75 - 2
     (missing,) = [c for c in ax.collections if isinstance(c, PolyCollection) and c.get_hatch()]
-    assert len(missing.get_paths()) == 1  # column 5 fell out of the window
-    labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert 1 <= len(labels) <= 12
-    assert all(re.fullmatch(r"\d\d-\d\d \d\d:\d\d", label) for label in labels)
-    latest = series.times[-1].astimezone(ZoneInfo("Europe/London"))
-    assert labels[-1] == latest.strftime("%m-%d %H:%M")
+    assert len(missing.get_paths()) == 2
+    last = max(_scored_cells(ax).get_paths(), key=lambda p: p.vertices[0, 0])
+    width_hours = (max(last.vertices[:, 0]) - min(last.vertices[:, 0])) * 24
+    assert width_hours == pytest.approx(12)
 
 
-def test_heatmap_tick_labels_use_site_local_time():
-    series = replace(heatmap(columns=1), tz_name="Asia/Kolkata")
-    labels = [t.get_text() for t in build_heatmap_figure(series).axes[0].get_xticklabels()]
-    assert labels == ["11-10 19:30"]  # 14:00 UTC is 19:30 IST
+def test_heatmap_ticks_are_the_trends_in_site_local_time():
+    trend_series = trend(points=(TrendPoint(T0, 10, True),), tz_name="Asia/Kolkata")
+    series = replace(
+        heatmap(columns=1), tz_name="Asia/Kolkata", episode_starts=trend_series.episode_starts
+    )
+    heat_fig, trend_fig = build_heatmap_figure(series), build_trend_figure(trend_series)
+    for fig in (heat_fig, trend_fig):
+        fig.canvas.draw()
+    labels = [t.get_text() for t in heat_fig.axes[0].get_xticklabels()]
+    assert labels == [t.get_text() for t in trend_fig.axes[0].get_xticklabels()]
+    # A few hours with no midnight: the first tick names the day (14:00 UTC is 19:30 IST).
+    assert labels[0].startswith("10 Nov ") and all(":" in label for label in labels)
+    assert heat_fig.axes[0].get_xlabel() == "Observed (Asia/Kolkata)"
 
 
 def test_heatmap_refuses_a_score_above_the_item_maximum():
@@ -460,3 +480,121 @@ def test_summary_uses_local_dates():
     late = datetime(2026, 11, 10, 23, 30, tzinfo=UTC)  # already 11 November in Sydney
     series = trend(points=(TrendPoint(late, 5, True),), tz_name="Australia/Sydney")
     assert "on 2026-11-11" in summarise(series)
+
+
+# --- readable, aligned charts (issue 15) ------------------------------------------------------
+
+
+def _luminance(rgba) -> float:
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _scored_cells(ax) -> PolyCollection:
+    (cells,) = [c for c in ax.collections if isinstance(c, PolyCollection) and not c.get_hatch()
+                and c.get_array() is not None]  # fmt: skip
+    return cells
+
+
+def test_heatmap_zero_is_the_palest_colour_and_the_maximum_the_darkest():
+    cells = _scored_cells(build_heatmap_figure(heatmap()).axes[0])
+    shade = cells.to_rgba
+    steps = [_luminance(shade(v)) for v in np.linspace(0, 1, 11)]
+    assert steps == sorted(steps, reverse=True)  # every step up is darker
+    assert _luminance(shade(0.0)) > 0.75 > 0.15 > _luminance(shade(1.0))
+    # Zero is still a colour, told apart from the white of a time with no entry.
+    assert shade(0.0)[:3] != (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("x_mode", ["time", "hours"])
+def test_heatmap_columns_sit_under_the_trend_points_of_the_same_entries(x_mode):
+    """Stacked on the tracker, each entry's column is straight under its point: the same
+    figure width, the same plot margins, the same x range, and each entry's time inside its
+    own column, at the same pixel as its point on the trend."""
+    times = tuple(T0 + timedelta(hours=h) for h in (0, 4, 8, 20, 24, 48, 52, 100))
+    window = (T0 - timedelta(hours=14), T0 + timedelta(days=5))
+    series = trend(
+        points=tuple(TrendPoint(t, 10 + i, True) for i, t in enumerate(times)),
+        x_mode=x_mode, window_start=window[0], window_end=window[1],
+    )  # fmt: skip
+    heat = replace(
+        heatmap(columns=len(times), missing=()), times=times, x_mode=x_mode,
+        episode_starts=series.episode_starts, window_start=window[0], window_end=window[1],
+    )  # fmt: skip
+    trend_fig, heat_fig = build_trend_figure(series), build_heatmap_figure(heat)
+    trend_ax, heat_ax = trend_fig.axes[0], heat_fig.axes[0]
+    assert trend_fig.get_size_inches()[0] == heat_fig.get_size_inches()[0]
+    assert trend_ax.get_position().x0 == pytest.approx(heat_ax.get_position().x0)
+    assert trend_ax.get_position().x1 == pytest.approx(heat_ax.get_position().x1)
+    assert trend_ax.get_xlim() == pytest.approx(heat_ax.get_xlim())
+    (line,) = data_lines(trend_ax)
+    point_px = trend_ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+    cells = _scored_cells(heat_ax)
+    spans = sorted({(min(p.vertices[:, 0]), max(p.vertices[:, 0])) for p in cells.get_paths()})
+    assert len(spans) == len(times)
+    for x, px, (left, right) in zip(line.get_xdata(), point_px[:, 0], spans, strict=True):
+        assert left < x < right  # the entry's time lies in its own column
+        assert heat_ax.transData.transform((x, 0))[0] == pytest.approx(px)
+
+
+@pytest.mark.parametrize("hours", [30, 72, 150, 340, 700])
+def test_hours_axis_ticks_every_6_12_or_24_hours(hours):
+    points = tuple(TrendPoint(T0 + timedelta(hours=h), 10, True) for h in range(0, hours + 1, 5))
+    ax = build_trend_figure(trend(points=points, x_mode="hours")).axes[0]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    step = ticks[1] - ticks[0]
+    assert step in (6, 12) or step % 24 == 0, ticks
+    assert all(t % step == 0 for t in ticks)
+    assert 4 <= len(ticks) <= 10, ticks
+
+
+@pytest.mark.parametrize("days", [1, 3, 14, 60, 183, 400])
+def test_no_date_offset_in_the_corner_and_every_tick_names_its_day(days):
+    """ConciseDateFormatter writes the month and year it leaves off the ticks (e.g.
+    "2026-Mar") as offset text under the axis's right end; the ticks carry it instead."""
+    points = tuple(TrendPoint(T0 + timedelta(days=days) * i / 39, 10, True) for i in range(40))
+    fig = build_trend_figure(trend(points=points))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.xaxis.get_offset_text().get_text() == ""
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    months = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
+    assert any(re.search(months, label) for label in labels), labels
+    for build, make in ((build_domains_figure, domains), (build_heatmap_figure, heatmap)):
+        fig = build(make())
+        fig.canvas.draw()
+        assert all(ax.xaxis.get_offset_text().get_text() == "" for ax in fig.axes)
+
+
+def _css_rem(rule: str, prop: str) -> list[float]:
+    css = (Path(__file__).parents[1] / "static" / "style.css").read_text()
+    block = re.search(rf"(?m)^{re.escape(rule)} \{{([^}}]*)\}}", css).group(1)
+    value = re.search(rf"(?:^|;)\s*{prop}:\s*([^;]+)", block).group(1)
+    return [float(v.removesuffix("rem") or 0) for v in value.split()]
+
+
+def test_tick_labels_are_as_large_as_the_pages_small_text_on_an_820_px_tablet():
+    """At 820 px the chart is shrunk to the page's width; its tick labels, once shrunk,
+    must still be at least as large as the page's small text (the hints, .95rem)."""
+    root_px = 16  # html { font-size: 100% }
+    small_text_px = _css_rem(".hint", "font-size")[0] * root_px
+    main_padding_px = _css_rem("main", "padding")[1] * root_px  # left and right
+    border_px = 1  # img.chart's border, inside its width (box-sizing: border-box)
+    shown_px = 820 - 2 * main_padding_px - 2 * border_px
+    for png, fig in (
+        (render_trend(trend()), build_trend_figure(trend())),
+        (render_heatmap(heatmap()), build_heatmap_figure(heatmap())),
+        (render_domains(domains()), build_domains_figure(domains())),
+    ):
+        image_px = png_size(png)[0]
+        assert image_px == fig.get_size_inches()[0] * fig.dpi
+        scale = min(1.0, shown_px / image_px)
+        sizes = [
+            label.get_fontsize()
+            for ax in fig.axes
+            for label in (*ax.get_xticklabels(), *ax.get_yticklabels())
+        ]
+        assert sizes
+        smallest_px = min(sizes) * fig.dpi / 72 * scale  # points -> image px -> CSS px
+        assert smallest_px >= small_text_px, (image_px, min(sizes), smallest_px)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import struct
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
@@ -385,6 +386,7 @@ def test_each_option_names_a_different_chart(clinician, ids, cows_three):
         f"{base}/cows/items.png",
         f"{base}/cows/items.svg",
         f"{base}/cows/items.png?start=2026-01-01",
+        f"{base}/cows/items.png?x=hours",  # the heatmap follows the trend's time axis
         f"{base}/domains.png",
         f"{base}/domains.svg",
         f"{base}/symptom_nrs.png",
@@ -587,6 +589,26 @@ def test_hours_mode_draws_hours_since_the_episode_start(clinician, ids, cows_thr
     assert hours.headers["ETag"] != time.headers["ETag"]
     assert time.headers["ETag"] == default.headers["ETag"]
     assert clinician.get(f"{base}.png?x=hours").data.startswith(PNG_MAGIC)
+
+
+def test_the_heatmap_follows_the_trends_time_axis(clinician, ids, cows_three):
+    base = f"/patients/{ids.pid_n}/charts/cows"
+    hours = clinician.get(f"{base}/items.svg?x=hours")
+    time = clinician.get(f"{base}/items.svg")
+    assert "Hours since episode start" in text_of(hours)
+    assert "Hours since episode start" not in text_of(time)
+    assert "Observed (Europe/London)" in text_of(time)
+    assert clinician.get(f"{base}/items.svg?x=days").status_code == 400
+
+
+def test_tracker_images_are_drawn_at_the_size_the_page_gives_them(clinician, ids, cows_three):
+    """The <img> width is the PNG's own, so at 820 px both shrink by the same factor and
+    the trend and its heatmap stay lined up (tests/test_chart_render.py checks the text)."""
+    page = text_of(clinician.get(f"/patients/{ids.pid_n}/tracker"))
+    section = sections(page)["cows"]
+    for src, width in re.findall(r'<img class="chart" src="([^"]+)"[^>]* width="(\d+)"', section):
+        png = clinician.get(html.unescape(src)).data
+        assert struct.unpack(">II", png[16:24])[0] == int(width), src
 
 
 # --------------------------------------------------------------------------- tracker page

@@ -28,7 +28,9 @@ from .series import (
 )
 
 # Part of every ETag: a change to how charts are drawn must not be served from old caches.
-RENDERER_VERSION = "2"  # 2: an incomplete total already in a band is marked as a floor
+# 2: an incomplete total already in a band is marked as a floor; 3: tablet-sized text, the
+# heatmap on the trend's time axis, hour ticks of 6, 12 or 24 hours, no date offset text.
+RENDERER_VERSION = "3"
 DOMAIN_SCALE = "symptom_nrs"
 DOMAIN_ITEMS = ("anxiety", "aches", "insomnia", "irritability")
 X_MODES = ("time", "hours")
@@ -205,7 +207,16 @@ def item_rows(patient: Patient, scale_key: str, window: Window) -> list[Assessme
     return list(db.session.scalars(stmt).unique())
 
 
-def heatmap_series(patient: Patient, scale: Scale, rows: list[Assessment]) -> HeatmapSeries:
+def heatmap_series(
+    patient: Patient,
+    scale: Scale,
+    rows: list[Assessment],
+    window: Window | None = None,
+    x_mode: str = "time",
+    episode_starts: tuple[datetime, ...] = (),
+) -> HeatmapSeries:
+    """The item scores, on the time axis the scale's trend has for the same window."""
+    window = window or Window()
     by_assessment = [{s.item_key: s.score for s in a.item_scores} for a in rows]
     return HeatmapSeries(
         title=f"{scale.short_name} item scores — patient {patient.identifier}",
@@ -216,6 +227,10 @@ def heatmap_series(patient: Patient, scale: Scale, rows: list[Assessment]) -> He
         scores=tuple(
             tuple(scores.get(item.key) for scores in by_assessment) for item in scale.items
         ),
+        x_mode=x_mode,
+        episode_starts=episode_starts,
+        window_start=window.start,
+        window_end=window.end,
     )
 
 

@@ -21,17 +21,19 @@ from zoneinfo import ZoneInfo
 
 import matplotlib
 import numpy as np
+from matplotlib import colormaps
 from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.textpath import TextToPath
-from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, MultipleLocator, PercentFormatter
 from matplotlib.transforms import (
     Affine2D,
     ScaledTranslation,
@@ -50,6 +52,19 @@ from clinic_log.charts.series import (
 
 FORMATS = ("png", "svg")
 DPI = 100
+# Every chart is this wide, and the trend and its heatmap put their plots at the same
+# distances from the edges, so that stacked on the tracker their time axes line up.
+FIG_WIDTH_IN = 8.0
+PLOT_LEFT_IN = 1.9  # room for the heatmap's item labels, two lines of them
+PLOT_RIGHT_IN = 0.4  # half of a date label centred on the range's last day
+# Text sizes in points. At 820 px the page shows an 800 px chart about 776 px wide, so a
+# tick label of TICK_PT is TICK_PT * DPI / 72 * 776 / 800 CSS px: 15.5 px, no smaller than
+# the page's small text (.hint, 0.95rem = 15.2 px). tests/test_chart_render.py works it out.
+TICK_PT = 11.5
+LABEL_PT = 11.5
+TITLE_PT = 13
+NOTE_PT = 10  # band names, episode starts, the heatmap's key
+KEY_PT = 9  # the trend's key: its three entries fit on one line across the figure
 EMPTY_TEXT = "No assessments in this range"
 COMPLETE_LABEL = "complete total"
 INCOMPLETE_LABEL = "incomplete (items not assessed; lower bound)"
@@ -59,8 +74,12 @@ KEY_LABEL = "_key"  # the key's sample lines; the leading underscore hides them 
 EPISODE_LABEL = "episode start"
 HOURS_LABEL = "Hours since episode start"
 NOT_ASSESSED_LABEL = "not assessed"
-HEATMAP_MAX_COLUMNS = 60
-HEATMAP_MAX_XTICKS = 12
+# A heatmap cell reaches at most this far either side of its entry's time (hours), so a
+# long gap between entries shows as a gap rather than as one wide cell.
+HEATMAP_HALF_WIDTH_HOURS = 6.0
+# Hours-since-start ticks: every 6 or 12 hours, or whole days, at most this many.
+HOUR_STEPS = (6, 12, *(24 * days for days in (1, 2, 3, 4, 5, 6, 7, 14, 28, 56, 91)))
+HOUR_TICKS_MAX = 10
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Okabe–Ito colours, which stay distinguishable with the common colour-vision deficiencies.
@@ -74,7 +93,10 @@ MUTED_COLOUR = "#666666"
 GRID_COLOUR = "#e3e3e3"
 NOT_ASSESSED_FACE = "#e6e6e6"
 NOT_ASSESSED_HATCH = "#a0a0a0"
-HEATMAP_CMAP = "viridis_r"  # sequential and colour-blind safe; reversed so higher is darker
+# One hue from pale to dark (matplotlib's "Blues", which brightens evenly and reads in every
+# common colour-vision deficiency): zero is the palest cell and the maximum the darkest. Its
+# first eighth, near white, is left out so a zero stays visible against a time with no entry.
+HEATMAP_CMAP = ListedColormap(colormaps["Blues"](np.linspace(0.12, 1.0, 256)), name="clinic_log")
 # Incomplete totals are hollow markers: a circle, or for a floor a triangle pointing up (the
 # true total is this or higher).
 _HOLLOW = {"markerfacecolor": "white", "markeredgecolor": LINE_COLOUR, "markeredgewidth": 1.4}
@@ -145,45 +167,61 @@ def build_trend_figure(series: TrendSeries) -> Figure:
     ]
     has_incomplete = any(not p.complete for p in points)
 
-    fig = _new_figure((9, 4))
-    fig.subplots_adjust(left=0.075, right=0.98, bottom=0.14, top=0.83 if has_incomplete else 0.88)
+    height = 4.0
+    fig = _new_figure((FIG_WIDTH_IN, height))
+    _shared_margins(fig, bottom_in=0.62, top_in=0.78 if has_incomplete else 0.5)
     ax = fig.add_subplot()
     _style_axes(ax)
-    _title(ax, series.title, pad=22 if has_incomplete else 8)
-    ax.set_ylabel(series.y_label, fontsize=9, parse_math=False)
+    _title(ax, series.title, pad=24 if has_incomplete else 8)
+    ax.set_ylabel(series.y_label, fontsize=LABEL_PT, parse_math=False)
     _integer_y_axis(ax, series.y_min, series.y_max, intervals=range(4, 9))
     _draw_bands(ax, series.bands, series.y_min, series.y_max)
 
-    to_x = _x_converter(series.x_mode, points, starts, window[0])
+    times = [p.at for p in points]
+    to_x = _x_converter(series.x_mode, times[0] if times else None, starts, window[0])
     if to_x is None:  # hours mode with nothing to count hours from
         ax.set_xticks([])
     else:
-        _trend_x_axis(ax, series.x_mode, tz, to_x, points, starts, window)
+        _time_x_axis(ax, series.x_mode, tz, to_x, times, starts, window)
         if points:
             _draw_totals(ax, points, starts, to_x, has_incomplete)
-    ax.set_xlabel(
-        HOURS_LABEL if series.x_mode == "hours" else f"Observed ({series.tz_name})",
-        fontsize=9,
-        parse_math=False,
-    )
+    ax.set_xlabel(_x_label(series.x_mode, series.tz_name), fontsize=LABEL_PT, parse_math=False)
     _fix_label_positions(ax, series.y_min, series.y_max)
     if not points:
         _empty_text(ax)
     return fig
 
 
-def _trend_x_axis(
+def _x_label(x_mode: str, tz_name: str) -> str:
+    return HOURS_LABEL if x_mode == "hours" else f"Observed ({tz_name})"
+
+
+def _shared_margins(fig: Figure, bottom_in: float, top_in: float) -> None:
+    """The plot's place in the figure: the same left and right for the trend and the
+    heatmap (so their time axes line up when stacked), the given bottom and top in inches."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=PLOT_LEFT_IN / width,
+        right=1 - PLOT_RIGHT_IN / width,
+        bottom=bottom_in / height,
+        top=1 - top_in / height,
+    )
+
+
+def _time_x_axis(
     ax: Axes,
     x_mode: str,
     tz: ZoneInfo,
     to_x: Callable[[datetime], float],
-    points: Sequence[TrendPoint],
+    times: Sequence[datetime],
     starts: Sequence[datetime],
     window: Sequence[datetime | None],
+    label_starts: bool = True,
 ) -> None:
-    before = [s for s in starts if points and s <= points[0].at]
+    """The x range, ticks and episode-start lines, the same for a trend and its heatmap."""
+    before = [s for s in starts if times and s <= times[0]]
     limits = _x_limits(
-        [to_x(p.at) for p in points],
+        [to_x(t) for t in times],
         [to_x(w) if w is not None else None for w in window],
         minimum_pad=6.0 if x_mode == "hours" else 0.5,
         lead_in=to_x(before[-1]) if before else None,
@@ -193,10 +231,19 @@ def _trend_x_axis(
         return
     ax.set_xlim(*limits)
     if x_mode == "hours":
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 1.2, 2, 2.4, 3, 6, 10]))
+        ax.xaxis.set_major_locator(MultipleLocator(_hour_step(*limits)))
     else:
         _local_date_axis(ax.xaxis, tz)
-    _draw_episode_starts(ax, [to_x(s) for s in starts], limits)
+    _draw_episode_starts(ax, [to_x(s) for s in starts], limits, labelled=label_starts)
+
+
+def _hour_step(low: float, high: float) -> int:
+    """The smallest of 6 hours, 12 hours or a whole number of days that puts at most
+    HOUR_TICKS_MAX ticks between ``low`` and ``high`` (hours)."""
+    for step in HOUR_STEPS:
+        if math.floor(high / step) - math.ceil(low / step) + 1 <= HOUR_TICKS_MAX:
+            return step
+    return HOUR_STEPS[-1]
 
 
 def _draw_totals(
@@ -239,14 +286,16 @@ def _draw_key(ax: Axes, has_complete: bool, has_plain: bool, has_floor: bool) ->
     offset boxes on every draw, about an eighth of a 200-point chart's render time.
     """
     # Offsets in points from the axes' top-left corner, whatever the figure size.
+    # Offsets in points from the figure's left edge (under the title) and the axes' top.
+    fig = ax.get_figure()
     at = (
         Affine2D().scale(1 / 72)
-        + ax.get_figure().dpi_scale_trans
-        + ScaledTranslation(0, 1, ax.transAxes)
+        + fig.dpi_scale_trans
+        + ScaledTranslation(0, 1, blended_transform_factory(fig.transFigure, ax.transAxes))
     )
-    y, x = 10.0, 2.0
+    y, x = 11.0, 7.0
     style = {"transform": at, "clip_on": False, "color": LINE_COLOUR}
-    text = {"transform": at, "va": "center", "fontsize": 8, "color": TEXT_COLOUR}
+    text = {"transform": at, "va": "center", "fontsize": KEY_PT, "color": TEXT_COLOUR}
     if has_complete:
         ax.add_line(
             Line2D(
@@ -261,14 +310,14 @@ def _draw_key(ax: Axes, has_complete: bool, has_plain: bool, has_floor: bool) ->
             )
         )
         ax.text(x + 24, y, COMPLETE_LABEL, **text)
-        x += 24 + _text_width(COMPLETE_LABEL, 8) + 16
+        x += 24 + _text_width(COMPLETE_LABEL, KEY_PT) + 14
     shown = [(has_plain, _INCOMPLETE_MARKER), (has_floor, _FLOOR_MARKER)]
     for marker in [m for has, m in shown if has]:
         ax.add_line(
             Line2D([x + 10], [y], linestyle="none", **{**marker, "label": KEY_LABEL}, **style)
         )
         ax.text(x + 24, y, marker["label"], **text)
-        x += 24 + _text_width(marker["label"], 8) + 16
+        x += 24 + _text_width(marker["label"], KEY_PT) + 14
 
 
 @lru_cache(maxsize=16)
@@ -282,18 +331,19 @@ def _text_width(text: str, size: float) -> float:
 
 def _x_converter(
     x_mode: str,
-    points: Sequence[TrendPoint],
+    first: datetime | None,
     starts: Sequence[datetime],
     window_start: datetime | None,
 ) -> Callable[[datetime], float] | None:
     """Return datetime -> x position: matplotlib date numbers, or hours since the origin.
 
-    The hours origin is the start of the episode the first point belongs to (the latest
-    episode start at or before it), or the first point itself when no start precedes it.
+    The hours origin is the start of the episode the first point (at ``first``) belongs to
+    (the latest episode start at or before it), or the first point itself when no start
+    precedes it.
     """
     if x_mode == "time":
         return _date_numbers()
-    reference = points[0].at if points else window_start or (starts[0] if starts else None)
+    reference = first or window_start or (starts[0] if starts else None)
     if reference is None:
         return None
     before = [s for s in starts if s <= reference]
@@ -366,14 +416,16 @@ def _draw_bands(ax: Axes, bands: Sequence[BandSpan], y_min: int, y_max: int) -> 
             transform=label_at,
             ha="right",
             va="center",
-            fontsize=8,
+            fontsize=NOTE_PT,
             color=TEXT_COLOUR,
             zorder=2.5,
             parse_math=False,
         )
 
 
-def _draw_episode_starts(ax: Axes, xs: Sequence[float], limits: tuple[float, float]) -> None:
+def _draw_episode_starts(
+    ax: Axes, xs: Sequence[float], limits: tuple[float, float], labelled: bool = True
+) -> None:
     shown = [x for x in xs if limits[0] <= x <= limits[1]]
     if not shown:
         return
@@ -388,7 +440,7 @@ def _draw_episode_starts(ax: Axes, xs: Sequence[float], limits: tuple[float, flo
         linewidth=1,
         zorder=2,
     )
-    for x in shown:
+    for x in shown if labelled else ():
         ax.text(
             x,
             0.98,
@@ -397,7 +449,7 @@ def _draw_episode_starts(ax: Axes, xs: Sequence[float], limits: tuple[float, flo
             rotation=90,
             ha="right",
             va="top",
-            fontsize=7.5,
+            fontsize=NOTE_PT,
             color=MUTED_COLOUR,
             zorder=2.5,
         )
@@ -407,11 +459,15 @@ def _draw_episode_starts(ax: Axes, xs: Sequence[float], limits: tuple[float, flo
 
 
 def build_heatmap_figure(series: HeatmapSeries) -> Figure:
-    """Build the item heatmap: one row per item, one column per assessment.
+    """Build the item heatmap: one row per item, one column per assessment, on the time axis
+    of the scale's trend (the same range, ticks and plot margins).
 
-    Each cell is shaded by score / item maximum; not-assessed cells are light grey with a
-    diagonal hatch. Only the latest 60 assessments are drawn, and the title says so.
+    Each cell is centred on its entry's time, reaching halfway to the neighbouring entries
+    and at most HEATMAP_HALF_WIDTH_HOURS either side, and shaded by score / item maximum;
+    not-assessed cells are light grey with a diagonal hatch.
     """
+    if series.x_mode not in ("time", "hours"):
+        raise ValueError(f"unknown x_mode {series.x_mode!r}; use 'time' or 'hours'")
     tz = ZoneInfo(series.tz_name)
     n_rows = len(series.item_labels)
     if len(series.item_max) != n_rows or len(series.scores) != n_rows:
@@ -420,14 +476,15 @@ def build_heatmap_figure(series: HeatmapSeries) -> Figure:
         raise ValueError("every scores row needs one entry per time")
     for t in series.times:
         require_aware(t, "HeatmapSeries.times")
+    starts = sorted(require_aware(s, "episode start") for s in series.episode_starts)
+    window = [
+        require_aware(w, "window bound") if w is not None else None
+        for w in (series.window_start, series.window_end)
+    ]
     order = sorted(range(len(series.times)), key=series.times.__getitem__)
-    title = series.title
-    if len(order) > HEATMAP_MAX_COLUMNS:
-        title += f" (latest {HEATMAP_MAX_COLUMNS} of {len(order)} assessments)"
-        order = order[-HEATMAP_MAX_COLUMNS:]
-    xlabel = f"Observed ({series.tz_name})"
+    xlabel = _x_label(series.x_mode, series.tz_name)
     if not n_rows or not order:
-        return _empty_figure(title, xlabel, (9, 3))
+        return _empty_figure(series.title, xlabel, (FIG_WIDTH_IN, 3))
 
     data = np.full((n_rows, len(order)), np.nan)
     for row, (label, top, scores) in enumerate(
@@ -440,84 +497,97 @@ def build_heatmap_figure(series: HeatmapSeries) -> Figure:
             if not 0 <= score <= top:
                 raise ValueError(f"score {score} for {label!r} is outside 0..{top}")
             data[row, col] = score / top if top > 0 else 0.0
-    n_cols = len(order)
 
-    # Margins in inches, so rows keep their height and long item labels their room.
-    width, row_height = 9.0, 0.3
-    top_in, bottom_in = 0.45, 0.95
-    height = max(3.0, top_in + bottom_in + row_height * n_rows)
-    labels = [_shorten(label, 42) for label in series.item_labels]
-    # About 0.058 in per character of 8.5 pt DejaVu Sans, plus the tick padding.
-    left_in = min(3.2, max(0.8, 0.2 + 0.058 * max(len(label) for label in labels)))
-    right_in = 1.3  # room for the colour bar, its label and the not-assessed key
-    fig = _new_figure((width, height))
-    fig.subplots_adjust(
-        left=left_in / width,
-        right=1 - right_in / width,
-        bottom=bottom_in / height,
-        top=1 - top_in / height,
-    )
+    labels = [_wrap_label(label) for label in series.item_labels]
+    lines = max(label.count("\n") + 1 for label in labels)
+    row_height = 0.3 + 0.16 * (lines - 1)
+    top_in, bottom_in = 0.5, 1.5
+    fig = _new_figure((FIG_WIDTH_IN, top_in + bottom_in + row_height * n_rows))
+    _shared_margins(fig, bottom_in=bottom_in, top_in=top_in)
     ax = fig.add_subplot()
     for spine in ax.spines.values():
         spine.set_visible(False)
-    mesh = ax.pcolormesh(
-        np.arange(n_cols + 1),
-        np.arange(n_rows + 1),
-        np.ma.masked_invalid(data),
-        cmap=HEATMAP_CMAP,
-        vmin=0,
-        vmax=1,
-        shading="flat",
+    ax.tick_params(labelsize=TICK_PT, colors=TEXT_COLOUR)
+
+    times = [series.times[i] for i in order]
+    to_x = _x_converter(series.x_mode, times[0], starts, window[0])
+    _time_x_axis(ax, series.x_mode, tz, to_x, times, starts, window, label_starts=False)
+    edges = _cell_edges(
+        [to_x(t) for t in times],
+        HEATMAP_HALF_WIDTH_HOURS / (1 if series.x_mode == "hours" else 24),
     )
-    missing_rows, missing_cols = np.nonzero(np.isnan(data))
-    if missing_rows.size:
-        # One collection for every not-assessed cell rather than an artist per cell.
-        cells = [
-            ((c, r), (c + 1, r), (c + 1, r + 1), (c, r + 1))
-            for r, c in zip(missing_rows.tolist(), missing_cols.tolist(), strict=True)
+    scored = ~np.isnan(data)
+    # White edges keep neighbouring cells of similar shade apart, unless the cells are too
+    # narrow to spare them.
+    low, high = ax.get_xlim()
+    plot_width_pt = (FIG_WIDTH_IN - PLOT_LEFT_IN - PLOT_RIGHT_IN) * 72
+    narrowest = min(right - left for left, right in edges) / (high - low) * plot_width_pt
+    edge = {"edgecolors": "white", "linewidths": 0.8 if narrowest >= 4 else 0}
+
+    def cells(mask: np.ndarray) -> list:
+        rows, cols = np.nonzero(mask)
+        return [
+            ((edges[c][0], r), (edges[c][1], r), (edges[c][1], r + 1), (edges[c][0], r + 1))
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
         ]
+
+    shaded = PolyCollection(
+        cells(scored), cmap=HEATMAP_CMAP, norm=Normalize(0, 1), zorder=1.5, **edge
+    )
+    shaded.set_array(data[scored])
+    ax.add_collection(shaded, autolim=False)
+    if not scored.all():
+        # One collection for every not-assessed cell rather than an artist per cell.
         ax.add_collection(
             PolyCollection(
-                cells,
+                cells(~scored),
                 facecolors=NOT_ASSESSED_FACE,
-                edgecolors=NOT_ASSESSED_HATCH,
-                linewidths=0,
                 hatch="///",
                 zorder=1.5,
+                **{**edge, "edgecolors": NOT_ASSESSED_HATCH, "linewidths": 0},
             ),
             autolim=False,
         )
-    # White separators keep neighbouring cells of similar shade apart.
-    ax.hlines(np.arange(1, n_rows), 0, n_cols, colors="white", linewidth=1, zorder=2)
-    ax.vlines(np.arange(1, n_cols), 0, n_rows, colors="white", linewidth=0.6, zorder=2)
-    ax.set_xlim(0, n_cols)
     ax.set_ylim(n_rows, 0)  # first item at the top
+    ax.set_yticks(np.arange(n_rows) + 0.5, labels, fontsize=TICK_PT, parse_math=False)
+    ax.tick_params(axis="y", length=0)
+    ax.grid(True, axis="x", color=GRID_COLOUR, linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set_xlabel(xlabel, fontsize=LABEL_PT, parse_math=False)
+    below = 3.5 + 3.5 + TICK_PT * 1.5 + 3  # tick, pad, a line of tick labels, label pad
+    ax.xaxis.set_label_coords(0.5, 0, offset_copy(ax.transAxes, fig, y=-below, units="points"))
+    _title(ax, series.title)
+    _heatmap_key(fig, ax, shaded, has_missing=not scored.all())
+    return fig
 
-    ax.set_yticks(np.arange(n_rows) + 0.5, labels, fontsize=8.5, parse_math=False)
-    step = math.ceil(n_cols / HEATMAP_MAX_XTICKS)
-    shown = list(range(n_cols - 1, -1, -step))[::-1]  # always label the latest column
-    times = [series.times[order[i]].astimezone(tz).strftime("%m-%d %H:%M") for i in shown]
-    ax.set_xticks(
-        np.array(shown) + 0.5,
-        times,
-        fontsize=7.5,
-        rotation=45,
-        horizontalalignment="right",
-        rotation_mode="anchor",
-    )
-    ax.tick_params(length=0, colors=TEXT_COLOUR)
-    ax.set_xlabel(xlabel, fontsize=9, parse_math=False)
-    _title(ax, title)
 
+def _cell_edges(xs: Sequence[float], half: float) -> list[tuple[float, float]]:
+    """Left and right of each entry's cell: halfway to its neighbours, at most ``half``."""
+    edges = []
+    for i, x in enumerate(xs):
+        left = max(x - half, (xs[i - 1] + x) / 2) if i else x - half
+        right = min(x + half, (x + xs[i + 1]) / 2) if i + 1 < len(xs) else x + half
+        edges.append((left, right))
+    return edges
+
+
+def _heatmap_key(fig: Figure, ax: Axes, shaded: PolyCollection, has_missing: bool) -> None:
+    """Under the time axis: the colour bar at the right, the not-assessed swatch at the left."""
+    width, height = fig.get_size_inches()
     box = ax.get_position()
-    cax = fig.add_axes((box.x1 + 0.18 / width, box.y0, 0.14 / width, box.height))
-    bar = fig.colorbar(mesh, cax=cax)
-    bar.set_label("share of item maximum", fontsize=8)
-    bar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
-    bar.ax.tick_params(labelsize=7.5)
+    bar_width_in, bar_height_in, bar_bottom_in = 2.0, 0.14, 0.42
+    cax = fig.add_axes(
+        (box.x1 - bar_width_in / width, bar_bottom_in / height, bar_width_in / width,
+         bar_height_in / height)
+    )  # fmt: skip
+    bar = fig.colorbar(shaded, cax=cax, orientation="horizontal", ticks=[0, 0.5, 1])
+    bar.ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))
+    bar.ax.tick_params(labelsize=TICK_PT, colors=TEXT_COLOUR, length=3)
+    bar.ax.set_ylabel(
+        "share of item maximum", rotation=0, ha="right", va="center", fontsize=NOTE_PT
+    )
     bar.outline.set_visible(False)
-    if missing_rows.size:
-        # The key sits under the colour bar, in the corner the tick labels leave free.
+    if has_missing:
         key = Patch(
             facecolor=NOT_ASSESSED_FACE,
             edgecolor=NOT_ASSESSED_HATCH,
@@ -527,19 +597,33 @@ def build_heatmap_figure(series: HeatmapSeries) -> Figure:
         )
         fig.legend(
             handles=[key],
-            loc="upper left",
-            bbox_to_anchor=(box.x1 + 0.08 / width, box.y0 - 0.08 / height),
+            loc="center left",
+            bbox_to_anchor=(0.1 / width, (bar_bottom_in + bar_height_in / 2) / height),
             frameon=False,
-            fontsize=8,
+            fontsize=NOTE_PT,
             handlelength=1.6,
             handleheight=1.2,
             borderaxespad=0,
         )
-    return fig
 
 
-def _shorten(label: str, limit: int) -> str:
-    return label if len(label) <= limit else label[: limit - 1].rstrip() + "…"
+def _wrap_label(label: str) -> str:
+    """An item label in at most two lines that fit left of the plot, cut with … if longer."""
+    room = (PLOT_LEFT_IN - 0.2) * 72
+    lines: list[str] = []
+    for word in label.split():
+        if lines and _text_width(f"{lines[-1]} {word}", TICK_PT) <= room:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    if len(lines) > 2:
+        lines = [lines[0], " ".join(lines[1:])]
+    for n, line in enumerate(lines):
+        if _text_width(line, TICK_PT) > room:
+            while line and _text_width(line + "…", TICK_PT) > room:
+                line = line[:-1]
+            lines[n] = line.rstrip() + "…"
+    return "\n".join(lines)
 
 
 # --- domains --------------------------------------------------------------------------------
@@ -555,17 +639,17 @@ def build_domains_figure(series: DomainSeries) -> Figure:
     xlabel = f"Observed ({series.tz_name})"
     times = [require_aware(at, "DomainPanel point") for p in series.panels for at, _ in p.points]
     if not times:
-        return _empty_figure(series.title, xlabel, (9, 6))
+        return _empty_figure(series.title, xlabel, (FIG_WIDTH_IN, 6))
     for panel in series.panels:
         _check_y_range(0, panel.y_max)
 
-    fig = _new_figure((9, 6))
-    fig.subplots_adjust(left=0.085, right=0.98, bottom=0.1, top=0.92, hspace=0.18)
+    fig = _new_figure((FIG_WIDTH_IN, 6))
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.11, top=0.92, hspace=0.22)
     axes = fig.subplots(len(series.panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, panel in zip(axes, series.panels, strict=True):
         _style_axes(ax)
         _integer_y_axis(ax, 0, panel.y_max, intervals=range(2, 5))
-        ax.set_ylabel(panel.label, fontsize=9, parse_math=False)
+        ax.set_ylabel(panel.label, fontsize=NOTE_PT, parse_math=False)
         x = np.array([to_x(at) for at, _ in panel.points], dtype=float)
         y = np.array([np.nan if v is None else v for _, v in panel.points], dtype=float)
         order = np.argsort(x, kind="stable")
@@ -577,7 +661,7 @@ def build_domains_figure(series: DomainSeries) -> Figure:
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=NOTE_PT,
                 color=MUTED_COLOUR,
             )
         else:
@@ -596,7 +680,7 @@ def build_domains_figure(series: DomainSeries) -> Figure:
     if limits is not None:  # always, as there is at least one time
         axes[-1].set_xlim(*limits)
     _local_date_axis(axes[-1].xaxis, tz)  # shared: sharex shares the tickers too
-    axes[-1].set_xlabel(xlabel, fontsize=9, parse_math=False)
+    axes[-1].set_xlabel(xlabel, fontsize=LABEL_PT, parse_math=False)
     for ax, panel in zip(axes, series.panels, strict=True):
         _fix_label_positions(ax, 0, panel.y_max)
     _title(axes[0], series.title)
@@ -631,12 +715,17 @@ def _save(fig: Figure, fmt: str) -> bytes:
 def _title(ax: Axes, text: str, pad: float = 8) -> None:
     # An explicit y stops matplotlib measuring every tick label at draw time to place the
     # title clear of a top axis we never draw, a large share of a trend chart's render time.
-    ax.set_title(text, loc="left", fontsize=11, y=1.0, pad=pad, parse_math=False)
+    title = ax.set_title(text, loc="left", fontsize=TITLE_PT, y=1.0, pad=pad, parse_math=False)
+    # From the figure's left edge (a tenth of an inch in), over the margin the heatmap's
+    # item labels need: the longest titles then fit.
+    fig = ax.get_figure()
+    box = ax.get_position()
+    title.set_x((0.1 / fig.get_size_inches()[0] - box.x0) / box.width)
 
 
 def _style_axes(ax: Axes) -> None:
     ax.spines[["top", "right"]].set_visible(False)
-    ax.tick_params(labelsize=8, colors=TEXT_COLOUR)
+    ax.tick_params(labelsize=TICK_PT, colors=TEXT_COLOUR)
     ax.grid(True, color=GRID_COLOUR, linewidth=0.6)
     ax.set_axisbelow(True)
 
@@ -670,21 +759,52 @@ def _fix_label_positions(ax: Axes, y_min: int, y_max: int) -> None:
 
     Left to itself, matplotlib measures every tick label at draw time to place them (about
     a tenth of a trend chart's render time). Our tick labels have known sizes: one line of
-    8 pt text below, and integers of known width at the left.
+    TICK_PT text below, and integers of known width at the left.
     """
     fig = ax.get_figure()
     digits = max(len(str(y_min)), len(str(y_max)))
-    left = 3.5 + 3.5 + 5.2 * digits + 4  # tick, pad, digits of 8 pt text, label pad (points)
-    below = 3.5 + 3.5 + 12 + 3  # tick, pad, a line of 8 pt text, label pad (points)
+    # Tick, pad, digits (0.65 em each), label pad; then tick, pad, a line of text, label pad.
+    left = 3.5 + 3.5 + 0.65 * TICK_PT * digits + 4
+    below = 3.5 + 3.5 + 1.5 * TICK_PT + 3
     ax.yaxis.set_label_coords(0, 0.5, offset_copy(ax.transAxes, fig, x=-left, units="points"))
     ax.xaxis.set_label_coords(0.5, 0, offset_copy(ax.transAxes, fig, y=-below, units="points"))
 
 
+# ConciseDateFormatter's formats by tick level (years, months, days, hours, minutes,
+# seconds), and for the tick that starts the level above (a midnight among hours, the 1st
+# among days). Its default leaves the month or year off the ticks and writes it once as
+# offset text ("2026-Mar") under the axis's right end, where it reads as a stray label; here
+# every day tick names its month, every midnight its day, and there is no offset text.
+_DATE_FORMATS = ["%Y", "%b %Y", "%d %b", "%H:%M", "%H:%M", "%S.%f"]
+_DATE_ZERO_FORMATS = ["", "%b %Y", "%d %b", "%d %b", "%H:%M", "%H:%M"]
+
+
+class _DatedFormatter(mdates.ConciseDateFormatter):
+    """ConciseDateFormatter without its offset text, whose first tick names its day when
+    no tick does (a span of hours that holds no midnight)."""
+
+    def format_ticks(self, values):
+        labels = super().format_ticks(values)
+        if labels and values is not None and len(values) and all(":" in x for x in labels):
+            first = mdates.num2date(values[0], tz=self._tz)
+            labels[0] = first.strftime("%d %b ") + labels[0]
+        return labels
+
+
 def _local_date_axis(axis: Axis, tz: ZoneInfo) -> None:
     """Tick and label a date axis in the site's zone; suits spans of an hour to a year."""
-    locator = mdates.AutoDateLocator(tz=tz, minticks=3, maxticks=10)
+    # Eight ticks at most: a "12 Mar" of TICK_PT text then keeps clear of the next one.
+    locator = mdates.AutoDateLocator(tz=tz, minticks=3, maxticks=8)
     axis.set_major_locator(locator)
-    axis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=tz))
+    axis.set_major_formatter(
+        _DatedFormatter(
+            locator,
+            tz=tz,
+            formats=_DATE_FORMATS,
+            zero_formats=_DATE_ZERO_FORMATS,
+            show_offset=False,
+        )
+    )
 
 
 def _empty_text(ax: Axes) -> None:
@@ -695,7 +815,7 @@ def _empty_text(ax: Axes) -> None:
         transform=ax.transAxes,
         ha="center",
         va="center",
-        fontsize=11,
+        fontsize=TITLE_PT,
         color=MUTED_COLOUR,
         # A white backing keeps the message readable over the band shading.
         bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 4},
@@ -712,6 +832,6 @@ def _empty_figure(title: str, xlabel: str, size: tuple[float, float]) -> Figure:
     ax.set_xticks([])
     ax.set_yticks([])
     _title(ax, title)
-    ax.set_xlabel(xlabel, fontsize=9, parse_math=False)
+    ax.set_xlabel(xlabel, fontsize=LABEL_PT, parse_math=False)
     _empty_text(ax)
     return fig

@@ -65,6 +65,12 @@ class HeatmapSeries:
     item_max: tuple[int, ...]  # maximum score of each item, to normalise shading
     times: tuple[datetime, ...]  # columns (aware UTC, sorted)
     scores: tuple[tuple[int | None, ...], ...]  # scores[row][col]; None = not assessed
+    # The time axis, exactly as the trend of the same scale has it, so that stacked under
+    # the trend each column lies under its entry's point.
+    x_mode: str = "time"
+    episode_starts: tuple[datetime, ...] = ()
+    window_start: datetime | None = None
+    window_end: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -90,14 +90,16 @@ def items(patient_id: int, scale_key: str, fmt: str):
     """Item scores as a heatmap: which symptoms drive the total."""
     patient = load_patient(patient_id)
     scale = _scale_or_404(scale_key)
-    window, _ = _options(patient)
+    window, x_mode = _options(patient)
 
     def render() -> bytes:
         rows = data.item_rows(patient, scale.key, window)
-        return render_heatmap(data.heatmap_series(patient, scale, rows), fmt)
+        starts = data.patient_episode_starts(patient)
+        series = data.heatmap_series(patient, scale, rows, window, x_mode, starts)
+        return render_heatmap(series, fmt)
 
     state = data.freshness(patient, scale.key, window)
-    tag = data.etag("items", patient, scale.key, scale.version, window.key, fmt, *state)
+    tag = data.etag("items", patient, scale.key, scale.version, window.key, x_mode, fmt, *state)
     return _serve(patient, f"{scale.key} items {window.key}", tag, fmt, render)
 
 
