@@ -168,30 +168,45 @@ def _statements(searched: bool, due_only: bool, sort: str):
                 func.lower(Patient.display_label).like(bindparam("label_like"), escape="\\"),
             )
         )
-    open_joined = (
-        select(Patient.id)
-        .select_from(DashboardEpisode)
-        .join(Episode, Episode.id == DashboardEpisode.episode_id)
-        .join(Patient, Patient.id == Episode.patient_id)
-        .where(DashboardEpisode.site_id.in_(bindparam("site_ids", expanding=True)), *conditions)
-    )
-    due_condition = DashboardEpisode.due_at <= bindparam("due_before", type_=UTCDateTime)
-    patients_count = select(func.count()).select_from(Patient).where(*conditions).scalar_subquery()
-    open_count = select(func.count()).select_from(open_joined.subquery()).scalar_subquery()
+    # Open episodes: the dashboard summary's rows, in due order from its index.
+    summary_conditions = [DashboardEpisode.site_id.in_(bindparam("site_ids", expanding=True))]
     if due_only:
-        shown = open_joined.where(due_condition)
-        shown_count = select(func.count()).select_from(shown.subquery()).scalar_subquery()
-    elif sort == "due":
-        shown, shown_count = open_joined, open_count
-    else:
-        shown, shown_count = None, patients_count
+        summary_conditions.append(
+            DashboardEpisode.due_at <= bindparam("due_before", type_=UTCDateTime)
+        )
+
+    def summary_rows(*more):
+        return (
+            select(Patient.id)
+            .select_from(DashboardEpisode)
+            .join(Episode, Episode.id == DashboardEpisode.episode_id)
+            .join(Patient, Patient.id == Episode.patient_id)
+            .where(*more, *conditions)
+        )
+
+    def count_of_summary(*more):
+        if searched:
+            rows = summary_rows(*more).subquery()
+            return select(func.count()).select_from(rows).scalar_subquery()
+        # Unsearched, the summary's index alone answers: no episode or patient row is read.
+        return select(func.count()).select_from(DashboardEpisode).where(*more).scalar_subquery()
+
+    patients_count = select(func.count()).select_from(Patient).where(*conditions).scalar_subquery()
+    open_count = count_of_summary(summary_conditions[0])
+    shown_count = patients_count
+    if due_only or sort == "due":
+        shown_count = count_of_summary(*summary_conditions)
     counts = select(patients_count, open_count, shown_count)
     if sort == "due":
-        ids = shown.order_by(DashboardEpisode.due_at, DashboardEpisode.episode_id)
+        ids = summary_rows(*summary_conditions).order_by(
+            DashboardEpisode.due_at, DashboardEpisode.episode_id
+        )
     else:
-        base = shown if shown is not None else select(Patient.id).where(*conditions)
-        ids = base.join(Site, Site.id == Patient.site_id).order_by(
-            Site.code, Patient.identifier_key, Patient.id
+        base = summary_rows(*summary_conditions) if due_only else select(Patient.id)
+        ids = (
+            base.where(*conditions)
+            .join(Site, Site.id == Patient.site_id)
+            .order_by(Site.code, Patient.identifier_key, Patient.id)
         )
     ids = ids.limit(bindparam("limit")).offset(bindparam("offset"))
     return counts, ids
