@@ -170,13 +170,24 @@ def test_the_entry_form_fits_and_every_option_is_a_fingertip(
             )
             assert len(rows) == 4
             assert all(len(row) == 11 and len(set(row)) == 1 for row in rows), rows
-        # No anchor text spills out of its button.
+        # No anchor text spills out of its button, and no button out of its row.
         spilled = page.evaluate(
             """() => [...document.querySelectorAll('label.choice .face')]
-                .filter(face => face.scrollWidth > face.clientWidth + 1)
+                .filter(face => {
+                    const inner = face.getBoundingClientRect();
+                    const outer = face.parentElement.getBoundingClientRect();
+                    return face.scrollWidth > face.clientWidth + 1
+                        || inner.left < outer.left - 1 || inner.right > outer.right + 1;
+                })
                 .map(face => face.textContent.trim())"""
         )
         assert spilled == []
+        crowded = page.evaluate(
+            """() => [...document.querySelectorAll('.item .choices, .item .not-assessed')]
+                .filter(row => row.scrollWidth > row.clientWidth + 1)
+                .map(row => row.closest('fieldset').id)"""
+        )
+        assert crowded == []
     finally:
         context.close()
 
