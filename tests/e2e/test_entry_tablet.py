@@ -48,7 +48,10 @@ def _shots_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def tablet(browser_engine):
-    context = browser_engine.new_context(viewport=TABLET, has_touch=True)
+    # A tablet set to a zone far from the site's, so "Now" must use the site's zone.
+    context = browser_engine.new_context(
+        viewport=TABLET, has_touch=True, timezone_id="Pacific/Auckland"
+    )
     page = context.new_page()
     page.set_default_timeout(10_000)
     yield page
