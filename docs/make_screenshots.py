@@ -23,7 +23,7 @@ from clinic_log.extensions import db
 from clinic_log.models import Patient
 
 OUT = Path(__file__).resolve().parent / "screenshots"
-SIZES = {"desktop": (1280, 900), "tablet": (768, 1024)}
+SIZES = {"desktop": (1366, 900), "tablet": (820, 1180)}  # a laptop, and a tablet held upright
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
@@ -35,6 +35,7 @@ def pages(patient_id: int) -> list[tuple[str, str, str]]:
         ("patients", "demo-clinician", "/patients/"),
         ("patient", "demo-clinician", f"/patients/{patient_id}"),
         ("cows-entry", "demo-clinician", f"/patients/{patient_id}/assessments/new/cows"),
+        ("flowsheet", "demo-clinician", f"/patients/{patient_id}/flowsheet/cows"),
         ("tracker", "demo-clinician", f"/patients/{patient_id}/tracker"),
         ("dashboard", "demo-supervisor", "/dashboard/"),
         ("review-queue", "demo-supervisor", "/review/"),
