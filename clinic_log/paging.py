@@ -1,4 +1,5 @@
-"""Page numbers for the lists that page through their rows (the timeline, the dashboard)."""
+"""Page numbers for the lists that page through their rows (the timeline, the dashboard, the
+patient list, the flowsheet)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,24 @@ class PageNumbers:
     @property
     def next_num(self) -> int:
         return self.page + 1
+
+
+class RowPageNumbers(PageNumbers):
+    """``PageNumbers`` for a page of ``rows`` counted from the first row of the list, and the
+    "Patients 51–100 of 231" a pager says."""
+
+    rows: list
+
+    @property
+    def first(self) -> int:
+        """The position of the first row on this page, from 1 (0 when there are none)."""
+        return (self.page - 1) * self.per_page + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1 if self.rows else 0
+
+    @property
+    def past_end(self) -> bool:
+        """A page number beyond the last page of a list that has rows."""
+        return not self.rows and self.total > 0

@@ -39,7 +39,7 @@ from ..models import (
     User,
     waiting_for_review,
 )
-from ..paging import PageNumbers
+from ..paging import RowPageNumbers
 from ..scales import Scale, Severity
 from .summary import SPARK_POINTS
 
@@ -110,22 +110,13 @@ class SiteCount:
 
 
 @dataclass
-class DashboardPage(PageNumbers):
+class DashboardPage(RowPageNumbers):
     rows: list[DashboardRow]
     total: int  # patients with an open episode at the chosen sites
     page: int
     per_page: int
     sites: list[SiteCount]  # every site the user may see, with its count
     site: str | None  # the chosen site's code; None for all of them
-
-    @property
-    def first(self) -> int:
-        """The position of the first row on this page, from 1 (0 when there are none)."""
-        return (self.page - 1) * self.per_page + 1 if self.rows else 0
-
-    @property
-    def last(self) -> int:
-        return self.first + len(self.rows) - 1 if self.rows else 0
 
 
 def dashboard_page(

@@ -25,7 +25,7 @@ from ..database import UTCDateTime
 from ..extensions import db
 from ..identifiers import identifier_key
 from ..models import Assessment, AssessmentStatus, DashboardEpisode, Episode, Patient, Site, User
-from ..paging import PageNumbers
+from ..paging import RowPageNumbers
 from ..scale_registry import scales
 from ..scales import Scale
 
@@ -70,7 +70,7 @@ class WorklistRow:
 
 
 @dataclass
-class PatientListPage(PageNumbers):
+class PatientListPage(RowPageNumbers):
     rows: list[WorklistRow]
     page: int
     per_page: int
@@ -81,18 +81,6 @@ class PatientListPage(PageNumbers):
     patients: int  # patients at the user's sites matching the search, open episode or not
     open_episodes: int  # those of them with an open episode
     default_hours: float
-
-    @property
-    def first(self) -> int:
-        return (self.page - 1) * self.per_page + 1 if self.rows else 0
-
-    @property
-    def last(self) -> int:
-        return self.first + len(self.rows) - 1 if self.rows else 0
-
-    @property
-    def past_end(self) -> bool:
-        return not self.rows and self.total > 0
 
     @property
     def without_open_episode(self) -> int:
