@@ -32,8 +32,7 @@ import tempfile
 from pathlib import Path
 
 import load_data
-from bench_review_queue import bare_app, timed
-from sqlalchemy import event
+from bench_review_queue import bare_app, time_and_count, timed
 
 from clinic_log import create_app
 from clinic_log.dashboard import summary as dashboard_summary
@@ -83,24 +82,7 @@ def measure(dataset: load_data.Dataset, repeat: int) -> dict[str, tuple[float, i
         "/login",
         data={"username": load_data.CLINICIAN, "password": load_data.PASSWORD, "csrf_token": token},
     )
-    with app.app_context():
-        engine = db.engine
-    for name, url in PAGES.items():
-        ms = timed(client.get, url, repeat)
-        seen: list[str] = []
-
-        def record(_conn, _cursor, statement, *_args, seen=seen):
-            if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA", "SAVEPOINT")):
-                seen.append(statement)
-
-        event.listen(engine, "before_cursor_execute", record)
-        try:
-            client.get(url).get_data()
-        finally:
-            event.remove(engine, "before_cursor_execute", record)
-        results[name] = (ms, len(seen))
-    with app.app_context():
-        db.engine.dispose()
+    results.update(time_and_count(app, client, PAGES, repeat))
     return results
 
 
