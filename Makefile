@@ -63,6 +63,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_chart_routes.py
 	$(BIN)/python bench/bench_export.py
 	$(BIN)/python bench/bench_pages.py
+	$(BIN)/python bench/bench_review_queue.py
+	$(BIN)/python bench/bench_worklist.py
 
 ## Optional DAST: sqlmap against the demo app on 127.0.0.1 (Debian's sqlmap; about 2 minutes).
 dast: $(VENV)/.installed-run

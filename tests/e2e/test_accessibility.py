@@ -133,11 +133,20 @@ def test_the_timeout_page_has_no_serious_violations(
 
 
 ZOOM_PAGES = {
+    # Every page of a clinician's day at the bedside.
     "clin.north": [
         "/patients/",
+        "/patients/?show=due&sort=due",
         "/patients/1",
+        "/patients/1?scale=gad7",
+        "/patients/1/flowsheet/gad7",
+        "/patients/1/tracker",
         "/patients/1/assessments/new/cows",
+        "/patients/1/assessments/new/symptom_nrs",
+        "/patients/new",
         "/assessments/1",
+        "/assessments/1/amend",
+        "/assessments/1/history",
         "/exports/",
     ],
     # Every page of a supervisor's day, the queue's own-entries tab and a patient's included.
