@@ -371,9 +371,13 @@ def test_the_interval_is_set_on_the_new_patient_form(world, login, typed, stored
     db.session.commit()  # a fresh read, after the request
     episode = db.session.scalar(select(Episode).join(Patient).where(Patient.identifier == "N-NEW"))
     assert episode.assess_every_hours == stored
+    # The newest: without an order PostgreSQL may return the world's own episodes last.
     opened = db.session.scalars(
-        select(AuditEvent).where(AuditEvent.action == "episode_open")
-    ).all()[-1]
+        select(AuditEvent)
+        .where(AuditEvent.action == "episode_open")
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    ).one()
     assert json.loads(opened.details)["assess_every_hours"] == stored
 
 
