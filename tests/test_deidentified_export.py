@@ -220,16 +220,16 @@ def test_the_dictionary_says_what_the_profile_removes_shifts_and_coarsens(north)
     response = north.get("/exports/dictionary.csv")
     assert response.status_code == 200
     rows = [r for r in parse(response.data).rows if r["record_type"] == "deidentified"]
-    treatment = {r["name"]: r["label"] for r in rows}
+    handling = {r["name"]: r["label"] for r in rows}
     for name in ("patient_identifier", "episode_id", "recorded_by", "reviewed_by", "notes",
                  "status_reason", "generated_by"):  # fmt: skip
-        assert treatment.get(name) == "removed", name
+        assert handling.get(name) == "removed", name
     for name in ("patient_pseudonym", "assessment_id", "replaces_id"):
-        assert treatment.get(name) == "pseudonymised", name
+        assert handling.get(name) == "pseudonymised", name
     for name in TIME_COLUMNS + ("observed_at_local",):
-        assert treatment.get(name) == "shifted and coarsened", name
-    assert treatment.get("generated_at") == "withheld"
-    assert treatment.get("row order") == "reordered"
+        assert handling.get(name) == "shifted and coarsened", name
+    assert handling.get("generated_at") == "withheld"
+    assert handling.get("row order") == "reordered"
     assert all(r["description"] for r in rows)
     kept = {r["name"] for r in rows if r["label"] == "kept"}
     assert {"site", "scale", "total", "band", "status"} <= kept

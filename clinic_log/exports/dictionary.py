@@ -110,8 +110,8 @@ def dictionary_rows(scales: dict[str, Scale]) -> tuple[list[str], list[list]]:
         for name, text in COLUMNS.items()
     ]
     rows += [
-        ["deidentified", name, "", "", "", "", treatment, "", "", "", "", "", "", "", text]
-        for name, (treatment, text) in DEIDENTIFIED.items()
+        ["deidentified", name, "", "", "", "", handling, "", "", "", "", "", "", "", text]
+        for name, (handling, text) in DEIDENTIFIED.items()
     ]
     for scale in scales.values():
         for item in scale.items:
