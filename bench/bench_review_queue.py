@@ -144,17 +144,25 @@ def main(argv: list[str]) -> int:
             path.parent.mkdir()
             dataset = load_data.build(path, min(args.patients, size // 2), size)
             results[size] = measure(dataset, args.repeat)
+    print_two_sizes("Review queue", "waiting", results, args.repeat)
+    return 0
+
+
+def print_two_sizes(what: str, unit: str, results: dict, repeat: int) -> None:
+    """The table both page benchmarks print: each page at the small and the large size, its
+    milliseconds, ratio to the bare page of the same run and statements, then how the ratio
+    grew from the small size to the large one."""
+    sizes = list(results)
     small, large = (results[size] for size in sizes)
     print(
-        f"\nReview queue in process, median of {args.repeat} requests; ratio = page / bare "
+        f"\n{what} in process, median of {repeat} requests; ratio = page / bare "
         "Flask page of the same run and size\n"
     )
-    header = (
+    print(
         f"{'page':<22}"
-        + "".join(f"{f'{size:,} waiting':>34}" for size in sizes)
+        + "".join(f"{f'{size:,} {unit}':>34}" for size in sizes)
         + f"{'large / small':>16}"
     )
-    print(header)
     print(f"{'':<22}" + f"{'ms   ratio  statements':>34}" * 2)
     for name in small:
         cells = ""
@@ -166,7 +174,6 @@ def main(argv: list[str]) -> int:
             small[name][0] / small["bare Flask page"][0]
         )
         print(f"{name:<22}{cells}{growth:>16.2f}")
-    return 0
 
 
 if __name__ == "__main__":

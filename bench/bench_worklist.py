@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 import load_data
-from bench_review_queue import bare_app, time_and_count, timed
+from bench_review_queue import bare_app, print_two_sizes, time_and_count, timed
 
 from clinic_log import create_app
 from clinic_log.dashboard import summary as dashboard_summary
@@ -106,27 +106,7 @@ def main(argv: list[str]) -> int:
             dataset = load_data.build(path, size, size * args.entries)
             schedule(dataset)
             results[size] = measure(dataset, args.repeat)
-    small, large = (results[size] for size in sizes)
-    print(
-        f"\nPatient list in process, median of {args.repeat} requests; ratio = page / bare "
-        "Flask page of the same run and size\n"
-    )
-    print(
-        f"{'page':<22}"
-        + "".join(f"{f'{size:,} patients':>34}" for size in sizes)
-        + f"{'large / small':>16}"
-    )
-    print(f"{'':<22}" + f"{'ms   ratio  statements':>34}" * 2)
-    for name in small:
-        cells = ""
-        for result in (small, large):
-            ms, statements = result[name]
-            ratio = ms / result["bare Flask page"][0]
-            cells += f"{ms:>17.2f} {ratio:>6.1f} {statements:>9}"
-        growth = (large[name][0] / large["bare Flask page"][0]) / (
-            small[name][0] / small["bare Flask page"][0]
-        )
-        print(f"{name:<22}{cells}{growth:>16.2f}")
+    print_two_sizes("Patient list", "patients", results, args.repeat)
     return 0
 
 
